@@ -1,1 +1,10 @@
-"""jaxrl_reason.models."""
+"""jaxrl_reason.models: the Flax NNX decoder, its KV cache and the checkpoint loaders.
+
+See docs/contracts.md for the interface other layers rely on.
+"""
+
+from jaxrl_reason.models.cache import KVCache
+from jaxrl_reason.models.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from jaxrl_reason.models.transformer import Transformer
+
+__all__ = ["KVCache", "ModelConfig", "SUPPORTED_ARCHITECTURES", "Transformer"]
