@@ -92,13 +92,17 @@ def kl(logprobs: Array, ref_logprobs: Array, kind: str) -> Array:
 def entropy_from_logits(logits: Array) -> Array:
     """Categorical entropy ``H = logsumexp(z) - sum softmax(z) z`` over the last axis.
 
-    Shapes: ``logits [..., V]`` -> float32 ``[...]``. (verl ``entropy_from_logits``; the
+    Shapes: ``logits [..., V]`` -> float32 ``[...]``; ``-inf`` logits (top-k / top-p
+    filtered) are allowed. (verl ``entropy_from_logits``; the
     project's ``kernels.token_logprob`` returns the same quantity without materialising
     ``[B, T, V]``.)
     """
     z = jnp.asarray(logits, jnp.float32)
     p = jax.nn.softmax(z, axis=-1)
-    return jax.nn.logsumexp(z, axis=-1) - jnp.sum(p * z, axis=-1)
+    # Filtered-out (-inf) logits have p = 0 and must contribute 0, not 0 * -inf = NaN (in
+    # the value or the gradient): replace them before the product.
+    z_finite = jnp.where(jnp.isfinite(z), z, 0.0)
+    return jax.nn.logsumexp(z, axis=-1) - jnp.sum(p * z_finite, axis=-1)
 
 
 def entropy_loss(
