@@ -164,3 +164,58 @@ def segment_ends(segment_id: Array, mask: Array, num_segments: int) -> tuple[Arr
     pos = jnp.broadcast_to(jnp.arange(t, dtype=jnp.float32), (b, t))
     last, seg_mask = segment_reduce(pos, segment_id, mask, num_segments, "max")
     return jnp.where(seg_mask, last, -1).astype(jnp.int32), seg_mask
+
+
+# --- Prompt groups (GRPO / RLOO): statistics over rows that share a group id. ---------------
+
+
+def group_index(group_ids: Array) -> Array:
+    """Maps arbitrary integer group ids to dense ids ``0 .. G-1`` (G <= B), jit-able.
+
+    Rows with equal ``group_ids`` get equal dense ids; ids are numbered in increasing order of
+    the original id. Works for any int values (e.g. dataset prompt indices), without a static
+    number of groups, by a stable sort: O(B log B), no [B, B] matrix.
+
+    Shapes: ``group_ids int[B]`` -> ``int32[B]``.
+    """
+    g = jnp.asarray(group_ids)
+    if g.ndim != 1:
+        raise ValueError(f"group_ids must be int[B]; got shape {g.shape}")
+    if not jnp.issubdtype(g.dtype, jnp.integer):
+        raise ValueError(
+            f"group_ids must hold integers (one id per prompt); got dtype {g.dtype}. "
+            "Cast with .astype(jnp.int32)"
+        )
+    if g.shape[0] == 0:
+        return jnp.zeros((0,), jnp.int32)
+    order = jnp.argsort(g, stable=True)
+    sorted_ids = g[order]
+    starts = jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
+    dense_sorted = jnp.cumsum(starts.astype(jnp.int32)) - 1
+    return jnp.zeros_like(dense_sorted).at[order].set(dense_sorted)
+
+
+def group_moments(
+    x: Array, group_ids: Array, *, unbiased: bool = True
+) -> tuple[Array, Array, Array]:
+    """Per-row group mean, variance and size: the statistics of the row's group, broadcast.
+
+    ``mean[i] = mean_{j: g_j = g_i} x_j``; ``var`` is Bessel-corrected (``torch.std``'s
+    default, as verl and TRL use) when ``unbiased``, computed in two passes (deviations from
+    the mean) for accuracy; ``count[i]`` is the size of row i's group. A group of one has
+    variance 0 (torch would give NaN); estimators decide their own singleton convention.
+
+    Shapes: ``x [B]`` float, ``group_ids int[B]`` -> three float32 ``[B]`` arrays.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    idx = group_index(group_ids)
+    if x.shape != idx.shape:
+        raise ValueError(f"x has shape {x.shape} but group_ids has {idx.shape}; both must be [B]")
+    b = x.shape[0]
+    count = jax.ops.segment_sum(jnp.ones_like(x), idx, b)
+    mean = jax.ops.segment_sum(x, idx, b) / jnp.maximum(count, 1.0)
+    dev2 = jnp.square(x - mean[idx])
+    ss = jax.ops.segment_sum(dev2, idx, b)
+    denom = jnp.maximum(count - 1.0, 1.0) if unbiased else jnp.maximum(count, 1.0)
+    var = jnp.where(count > 1, ss / denom, 0.0)
+    return mean[idx], var[idx], count[idx]
