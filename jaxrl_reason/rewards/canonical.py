@@ -1,0 +1,206 @@
+"""Canonical answer keys: one hashable string per equivalence class of final answers.
+
+Exploration bonuses count answers (``N(x, a)``), EMPO clusters them, TTRL and maj@k vote over
+them. All of these need ``1/2``, ``0.5``, ``\\frac{1}{2}`` and ``2/4`` to be *one* answer, i.e.
+the equivalence the correctness verifier uses. We get it from ``math_verify.parse`` (the parser
+the verifier uses) followed by an exact, bounded normalisation of the SymPy result:
+
+* every ``Float`` becomes the exact ``Rational`` of its decimal string (``0.50 -> 1/2``,
+  ``3.0 -> 3``, ``-0.0 -> 0``, ``1,234.50 -> 2469/2``), so trailing zeros and signed zero vanish;
+* unevaluated arithmetic (``2/4``, ``5\\%``) is evaluated when that is provably cheap (small
+  tree, small exponents); otherwise the unevaluated form is kept, so ``2^{2^{100}}`` never
+  hangs;
+* the key is ``str(expr)`` (SymPy's canonical print: ``"1/2"``, ``"1234"``, ``"sqrt(2)"``,
+  ``"{1, 2}"``, ``"Eq(x, 5)"``).
+
+Thousands separators (``1,234``, ``1{,}234``, ``1\\,234``) are removed before parsing
+(math_verify reads ``1\\,234`` as ``1 + 234``). Bare LaTeX without math delimiters
+(``\\sqrt{2}``, ``\\dfrac{3}{4}``) is wrapped in ``$...$``: math_verify only reads LaTeX
+inside delimiters.
+
+**No answer.** Anything without a parsable mathematical answer (empty, ``None``, garbage,
+parse time-out, over-long input) maps to :data:`NONE_KEY` ``"<none>"``. It is one shared
+outcome: exploration counts it like any other answer (so repeated failures to answer get a
+shrinking bonus), TTRL lets it vote (as TTRL's ``""`` does) and EMPO's TRL rule gives it
+reward 0. Pass ``fallback="string"`` to key non-mathematical answers by their whitespace-
+and case-normalised text instead (multiple-choice letters, words).
+
+**Time limit.** In the main thread the parse and the normalisation run under
+``math_verify``'s ``signal.alarm`` time-out (whole seconds, ``timeout_s``); a time-out gives
+:data:`NONE_KEY`. ``signal`` works only in the main thread, so elsewhere the time-out is
+off and we rely on the structural bounds (input length ``max_chars``, tree size, exponent
+size) that make the normalisation itself cheap.
+
+Keys are exact: ``1/3`` and ``0.3333`` are *different* keys even where a tolerant verifier
+calls them equal. Counting needs a transitive relation; tolerance is not one.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Hashable, Sequence
+from typing import Literal
+
+import numpy as np
+
+NONE_KEY = "<none>"
+"""The key of "no parsable answer" (one shared outcome; see the module docstring)."""
+
+_MAX_NODES = 400  # evaluate only trees this small: evaluation cost is then tiny
+_MAX_EXPONENT = 512  # and only powers whose exponents are this small (2^{2^{100}} is not)
+
+_THOUSANDS = (
+    re.compile(r"(?<=\d)\{,\}(?=\d{3})"),  # 1{,}234
+    re.compile(r"(?<=\d)\\[,!; ](?=\d{3}(?!\d))"),  # 1\,234 (thin space)
+)
+_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+
+
+def _preprocess(text: str) -> str:
+    for pat in _THOUSANDS:
+        text = pat.sub("", text)
+    if not _DELIMITED.search(text) and re.search(r"[\\^{}]", text):
+        text = f"${text}$"
+    return text
+
+
+def _is_cheap(expr) -> bool:
+    """True when evaluating ``expr`` is bounded: a small tree with small exponents."""
+    import sympy
+
+    nodes = 0
+    for node in sympy.preorder_traversal(expr):
+        nodes += 1
+        if nodes > _MAX_NODES:
+            return False
+        if isinstance(node, sympy.Pow):
+            e = node.exp
+            if not e.is_number:
+                return False
+            try:
+                if abs(float(e)) > _MAX_EXPONENT:
+                    return False
+            except (TypeError, ValueError):
+                return False
+            try:  # a huge base to a fractional power is cheap, to a large integer power not
+                if e.is_integer and abs(float(node.base)) > 10**6 and abs(float(e)) > 16:
+                    return False
+            except (TypeError, ValueError):
+                pass
+        elif isinstance(node, sympy.Function) and not isinstance(node, sympy.Abs):
+            # factorial(10**9), binomial(...): evaluation can be unbounded
+            if any(a.is_number and abs(complex(a)) > 1000 for a in node.args):
+                return False
+        elif isinstance(node, sympy.Integer) and abs(int(node)) > 10**300:
+            return False
+    return True
+
+
+def _normalise(expr) -> str:
+    import sympy
+
+    if isinstance(expr, sympy.Basic):
+        # Exact rationals from the decimal text: 0.50 -> 1/2, 3.0 -> 3, -0.0 -> 0.
+        floats = {f: sympy.Rational(str(f)) for f in expr.atoms(sympy.Float)}
+        if floats:
+            expr = expr.xreplace(floats)
+        if _is_cheap(expr):
+            try:
+                expr = expr.doit()
+                if expr.is_number and expr.is_rational:
+                    expr = sympy.nsimplify(expr, rational=True)
+            except Exception:  # noqa: BLE001 - a failed evaluation keeps the parsed form
+                pass
+    key = str(expr)
+    return "0" if key == "-0" else key
+
+
+def _string_key(text: str) -> str:
+    norm = " ".join(text.strip().lower().split())
+    norm = re.sub(r"^\\text\{(.*)\}$", r"\1", norm)
+    return f"str:{norm}" if norm else NONE_KEY
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key_cached(text: str, timeout_s: int, fallback: str) -> str:
+    import math_verify.parser as mv_parser
+    from math_verify import parse
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout
+
+    # We time the parse ourselves (one alarm around parse + normalisation; a nested alarm
+    # inside parse would cancel ours), so math_verify's "timeout disabled" warning is moot.
+    mv_parser.TIMEOUT_WARNING_SHOWN = True
+
+    in_main = threading.current_thread() is threading.main_thread()
+    limit = timeout_s if (in_main and timeout_s > 0) else None
+
+    def work() -> str:
+        parsed = parse(_preprocess(text), parsing_timeout=None, raise_on_error=False)
+        for item in parsed:
+            if not isinstance(item, str):
+                return _normalise(item)
+        return _string_key(text) if fallback == "string" else NONE_KEY
+
+    try:
+        return timeout(timeout_seconds=limit)(work)()
+    except TimeoutException:
+        return NONE_KEY
+    except Exception:  # noqa: BLE001 - garbage in, "no answer" out; never raise on model text
+        return NONE_KEY
+
+
+def canonical_key(
+    answer: str | None,
+    *,
+    timeout_s: int = 2,
+    max_chars: int = 2048,
+    fallback: Literal["none", "string"] = "none",
+) -> str:
+    """Canonical key of one answer (or of a whole response: the last ``\\boxed{}`` wins).
+
+    Args:
+      answer: the extracted final answer or the response text; ``None`` means no answer.
+      timeout_s: whole seconds allowed for parsing + normalisation (main thread only; see the
+        module docstring). A time-out returns :data:`NONE_KEY`.
+      max_chars: longer inputs keep only their last ``max_chars`` characters (the final answer
+        sits at the end); this bounds the regex work math_verify does.
+      fallback: ``"none"`` (default) maps non-mathematical text to :data:`NONE_KEY`;
+        ``"string"`` keys it as ``"str:<lower-cased, whitespace-collapsed text>"``.
+
+    Returns:
+      A string key; equal keys mean the same outcome.
+    """
+    if fallback not in ("none", "string"):
+        raise ValueError(f"fallback={fallback!r}: use 'none' or 'string'")
+    if answer is None:
+        return NONE_KEY
+    if not isinstance(answer, str):
+        raise TypeError(
+            f"answer must be a str or None, got {type(answer).__name__}; decode tokens first"
+        )
+    if not answer.strip():
+        return NONE_KEY
+    if len(answer) > max_chars:
+        answer = answer[-max_chars:]
+    return _key_cached(answer, int(timeout_s), fallback)
+
+
+def canonical_keys(answers: Sequence[str | None], **kwargs) -> list[str]:
+    """:func:`canonical_key` for each answer (keyword arguments passed through)."""
+    return [canonical_key(a, **kwargs) for a in answers]
+
+
+def keys_to_ids(keys: Sequence[Hashable]) -> np.ndarray:
+    """Integer ids for hashable keys, numbered in order of first appearance.
+
+    ``["12", "12", "7", "3", "7"] -> [0, 0, 1, 2, 1]``. Equal ids mean equal keys, so the
+    result feeds the jit-able array functions (``batch_repetition_penalty``, EMPO, TTRL).
+
+    Returns:
+      ``int32[len(keys)]``.
+    """
+    table: dict[Hashable, int] = {}
+    return np.asarray([table.setdefault(k, len(table)) for k in keys], dtype=np.int32)
