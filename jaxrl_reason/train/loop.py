@@ -46,12 +46,11 @@ def build_model(model_cfg: Any):
     so tests exercise the real chat template and verifiers in seconds).
     """
     from jaxrl_reason.models import ModelConfig, Transformer, load_pretrained
-    from jaxrl_reason.models.loaders import load_tokenizer
 
     dtype = model_cfg.get("dtype", "float32")
     param_dtype = model_cfg.get("param_dtype", "float32")
     if model_cfg.name == "tiny_debug":
-        tokenizer = load_tokenizer("smollm2-135m-instruct")
+        tokenizer = smollm2_tokenizer()
         cfg = ModelConfig.tiny_debug(
             vocab_size=len(tokenizer),
             dtype=dtype,
@@ -62,6 +61,17 @@ def build_model(model_cfg: Any):
         )
         return Transformer(cfg, rngs=nnx.Rngs(model_cfg.get("init_seed", 0))), tokenizer
     return load_pretrained(model_cfg.name, dtype=dtype, param_dtype=param_dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer and chat template alone (reads GGUF metadata, no weights)."""
+    import gguf
+
+    from jaxrl_reason.models.loaders import gguf_path
+    from jaxrl_reason.models.tokenizer import tokenizer_from_gguf
+
+    return tokenizer_from_gguf(gguf.GGUFReader(gguf_path("smollm2-135m-instruct")))
 
 
 def build_task(task_cfg: Any, split: str):
@@ -181,7 +191,7 @@ class Trainer:
         self.loss_cfg = loss_config(config)
         self.use_value_head = bool(config.algo.get("value_head", False))
         value_head = (
-            step_lib.init_value_head(self.model.cfg.hidden_size) if self.use_value_head else None
+            step_lib.init_value_head(self.model.config.hidden_size) if self.use_value_head else None
         )
         rollouts = config.rollout.batch_prompts * config.rollout.n_samples
         mini = config.train.mini_batch_size
@@ -191,7 +201,9 @@ class Trainer:
             (params, value_head),
             total_steps=max(config.total_steps * self.updates_per_step, 1),
         )
-        opt_state = self.optimizer.tx.init((params, value_head))
+        # Fresh buffers per leaf: optimiser states may alias one array in several leaves,
+        # which buffer donation refuses.
+        opt_state = jax.tree.map(jnp.copy, self.optimizer.tx.init((params, value_head)))
         self.state = {"params": params, "value_head": value_head, "opt_state": opt_state}
         self.step = 0
         self.ckpt = Checkpointer(
@@ -397,7 +409,7 @@ class Trainer:
         """Held-out evaluation: greedy accuracy, pass@k / maj@k with ``eval.n_samples``
         samples at ``eval.temperature``, mean response length and distinct answers per prompt.
         """
-        from jaxrl_reason.eval import evaluate_samples
+        from jaxrl_reason.eval import summarize
 
         cfg = self.config.eval
         examples = list(self.eval_task[: cfg.num_prompts])
@@ -415,28 +427,26 @@ class Trainer:
         out["eval/accuracy"] = float(np.mean(greedy_correct))
         out["eval/response_length"] = float(np.mean(lengths))
         if cfg.get("n_samples", 0) > 1:
-            ks = tuple(int(k) for k in cfg.ks)
+            from jaxrl_reason.rewards.canonical import canonical_keys
+            from jaxrl_reason.rewards.extract import extract_answer
+
             n = cfg.n_samples
-            per_prompt = []
-            for i in range(0, len(examples), max(bs // n, 1)):
-                chunk = examples[i : i + max(bs // n, 1)]
+            per_prompt, per_lengths = [], []
+            chunk_size = max(bs // n, 1)
+            for i in range(0, len(examples), chunk_size):
+                chunk = examples[i : i + chunk_size]
                 ro = jax.tree.map(
                     np.asarray,
                     self.sample(chunk, self.step_key(step, 8 + i), n=n, temperature=cfg.temperature),
                 )
                 texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
                 ok = self.eval_task.verify_batch(texts, [chunk[g] for g in ro.group_ids])
-                for j, ex in enumerate(chunk):
+                keys = canonical_keys([extract_answer(t)[0] for t in texts])
+                for j in range(len(chunk)):
                     rows = np.nonzero(ro.group_ids == j)[0]
-                    per_prompt.append(
-                        {
-                            "responses": [texts[r] for r in rows],
-                            "correct": ok[rows].tolist(),
-                            "lengths": ro.lengths[rows].tolist(),
-                            "gold": ex.answer,
-                        }
-                    )
-            summary = evaluate_samples(per_prompt, ks=ks)
+                    per_prompt.append([(keys[r], bool(ok[r])) for r in rows])
+                    per_lengths.append(ro.lengths[rows].tolist())
+            summary = summarize(per_prompt, ks=tuple(int(k) for k in cfg.ks), lengths=per_lengths)
             out.update({f"eval/{k}": float(v) for k, v in summary.items()})
         return out
 
