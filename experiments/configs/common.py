@@ -34,8 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.seed = 0
     c.task.prompt_format = "hash"
     c.task.verify_format = "auto"
-    c.task.system_prompt = "Answer with just the final number."
-    c.task.template = "What is {a} {op} {b}?"
+    # No system turn (the chat template adds SmolLM2's default) and a terse request: the base
+    # model answers about a third of 2-digit sums right with it (greedy), leaving RL room.
+    c.task.system_prompt = ""
+    c.task.template = "Compute {a} {op} {b}. Reply with only the number."
     c.task.data_dir = ""
     c.task.path = ""
 

@@ -226,6 +226,7 @@ class Transformer(nnx.Module):
         attention_mask: jax.Array | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
+        frozen_layers: int = 0,
     ) -> Any:
         """Run the decoder.
 
@@ -240,6 +241,10 @@ class Transformer(nnx.Module):
           cache: a :class:`KVCache`; this call writes slots ``[index, index + T)``.
           return_hidden: return the final-normed hidden states ``[B, T, D]`` (compute dtype)
             instead of logits.
+          frozen_layers: static ``k``: no gradient flows into (or through) the first ``k``
+            layers or the embedding. The layer stack runs as two scans with a stop-gradient
+            between them, so the backward pass only covers the last ``L - k`` layers (what
+            makes "train the last layers" cheap, not just masked). Values are unchanged.
 
         Returns:
           ``float32 logits [B, T, V]`` (or hidden states); with a cache, a tuple
@@ -277,7 +282,17 @@ class Transformer(nnx.Module):
             def body(x, p):
                 return decoder_layer(cfg, p, x, cos, sin, allowed), None
 
-            x, _ = jax.lax.scan(body, x, params)
+            if not 0 <= frozen_layers <= cfg.num_layers:
+                raise ValueError(
+                    f"frozen_layers={frozen_layers} must be in [0, num_layers={cfg.num_layers}]"
+                )
+            if frozen_layers:
+                head = jax.tree.map(lambda a: jax.lax.stop_gradient(a[:frozen_layers]), params)
+                params = jax.tree.map(lambda a: a[frozen_layers:], params)
+                x, _ = jax.lax.scan(body, jax.lax.stop_gradient(x), head)
+                x = jax.lax.stop_gradient(x)
+            if frozen_layers < cfg.num_layers:
+                x, _ = jax.lax.scan(body, x, params)
             new_cache = None
         else:
             if cache.k.shape[:2] != (cfg.num_layers, B):

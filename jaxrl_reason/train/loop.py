@@ -106,7 +106,7 @@ def build_task(task_cfg: Any, split: str):
     )
 
 
-def loss_config(config: Any) -> step_lib.LossConfig:
+def loss_config(config: Any, num_layers: int) -> step_lib.LossConfig:
     """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature)."""
     fields = {f.name for f in dataclasses.fields(step_lib.LossConfig)}
     kw = {k: v for k, v in config.loss.items() if k in fields}
@@ -114,6 +114,8 @@ def loss_config(config: Any) -> step_lib.LossConfig:
     # Config files use 0 / "" for "off" so that overrides keep a fixed type.
     kw["dual_clip"] = kw.get("dual_clip") or None
     kw["kernel_impl"] = kw.get("kernel_impl") or None
+    if config.optim.get("trainable", "all") == "last_k":
+        kw["frozen_layers"] = num_layers - int(config.optim.last_k)
     return step_lib.LossConfig(**kw)
 
 
@@ -188,7 +190,7 @@ class Trainer:
             fmt=config.task.get("verify_format", "auto"),
             overlong_buffer=config.reward.get("overlong_buffer", 16),
         )
-        self.loss_cfg = loss_config(config)
+        self.loss_cfg = loss_config(config, self.model.config.num_layers)
         self.use_value_head = bool(config.algo.get("value_head", False))
         value_head = (
             step_lib.init_value_head(self.model.config.hidden_size) if self.use_value_head else None

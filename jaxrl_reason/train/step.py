@@ -41,6 +41,8 @@ class LossConfig:
       vf_coef, value_clip: PPO critic loss weight and clip range (value head only).
       temperature: the sampling temperature; log-probs are of ``softmax(logits / T)``.
       kernel_impl: token log-prob implementation (None = best for the backend).
+      frozen_layers: the first ``k`` decoder layers get no gradient and the backward pass
+        stops before them (set from ``optim.trainable="last_k"``).
     """
 
     loss_type: str = "ppo"
@@ -55,9 +57,17 @@ class LossConfig:
     value_clip: float = 0.2
     temperature: float = 1.0
     kernel_impl: str | None = None
+    frozen_layers: int = 0
 
 
-def response_hidden(model: nnx.Module, prompt_tokens: Array, prompt_mask: Array, response: Array):
+def response_hidden(
+    model: nnx.Module,
+    prompt_tokens: Array,
+    prompt_mask: Array,
+    response: Array,
+    *,
+    frozen_layers: int = 0,
+):
     """Hidden states that predict each response token.
 
     Runs the decoder over ``concat(prompt, response)`` and keeps positions ``P-1 .. P+R-2``
@@ -78,7 +88,13 @@ def response_hidden(model: nnx.Module, prompt_tokens: Array, prompt_mask: Array,
     # earlier positions, so they can stay "real" for the mask.
     mask = jnp.concatenate([prompt_mask.astype(bool), jnp.ones(response.shape, bool)], axis=1)
     positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
-    hidden = model(tokens, positions=positions, attention_mask=mask, return_hidden=True)
+    hidden = model(
+        tokens,
+        positions=positions,
+        attention_mask=mask,
+        return_hidden=True,
+        frozen_layers=frozen_layers,
+    )
     return jax.lax.dynamic_slice_in_dim(hidden, p - 1, r, axis=1)
 
 
@@ -89,7 +105,13 @@ def sequence_logprobs(model: nnx.Module, batch: Batch, cfg: LossConfig):
     dtype) computed by :func:`jaxrl_reason.kernels.token_logprob` without materialising
     ``[B, R, V]``.
     """
-    h = response_hidden(model, batch["prompt_tokens"], batch["prompt_mask"], batch["response"])
+    h = response_hidden(
+        model,
+        batch["prompt_tokens"],
+        batch["prompt_mask"],
+        batch["response"],
+        frozen_layers=cfg.frozen_layers,
+    )
     logp, ent = kernels.token_logprob(
         h, model.lm_head_weight(), batch["response"], temperature=cfg.temperature,
         impl=cfg.kernel_impl,
