@@ -201,3 +201,9 @@ class AnswerHistoryTest(chex.TestCase):
         for a, b in zip(got, want[7:], strict=True):
             np.testing.assert_array_equal(a, b)
         assert resumed.state_dict() == full.state_dict()
+
+
+def test_config_makes_a_history_with_its_cap():
+    h = ExplorationConfig(max_answers_per_prompt=2).make_history()
+    h.observe([0, 0, 0], ["a", "b", "c"])
+    assert len(h.counts(0)) == 2
