@@ -135,7 +135,7 @@ def _string_key(text: str) -> str:
     return f"str:{norm}" if norm else NONE_KEY
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)  # <= 16k keys of <= max_chars: bounded memory
 def _key_cached(text: str, timeout_s: int, fallback: str) -> str:
     import math_verify.parser as mv_parser
     from math_verify import parse
@@ -216,3 +216,52 @@ def keys_to_ids(keys: Sequence[Hashable]) -> np.ndarray:
     """
     table: dict[Hashable, int] = {}
     return np.asarray([table.setdefault(k, len(table)) for k in keys], dtype=np.int32)
+
+
+# --------------------------------------------------------------------------- answer tokens
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """Character span ``[start, end)`` strictly inside the last ``\\boxed{...}`` of ``text``.
+
+    Braces are balanced (``\\boxed{\\frac{1}{2}}`` gives the span of ``\\frac{1}{2}``). ``None``
+    when there is no complete box. This is the CRew answer region (the paper scores "the
+    tokens that constitute the final answer"; the brace tokens are left out).
+    """
+    span = None
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            span = (m.end(), i - 1)
+    return span
+
+
+def answer_token_mask(
+    pieces: Sequence[str], span: tuple[int, int] | None, length: int | None = None
+) -> np.ndarray:
+    """``bool[length]``: True on the tokens whose text overlaps the character ``span``.
+
+    Args:
+      pieces: the decoded text of each response token, in order (their concatenation is the
+        response text the span refers to; e.g. ``[tok.decode([t]) for t in ids]``).
+      span: ``[start, end)`` from :func:`last_boxed_span`, or ``None`` (all False).
+      length: pad / cut the mask to this many tokens (the ``[B, T]`` layout).
+
+    Used for ``answer_mask`` in CRew (:func:`~jaxrl_reason.rewards.labelfree.answer_confidence`)
+    and to keep the exploration bonus off the answer tokens.
+    """
+    n = len(pieces) if length is None else length
+    mask = np.zeros(n, bool)
+    if span is None:
+        return mask
+    start = 0
+    for t, piece in enumerate(pieces[:n]):
+        end = start + len(piece)
+        mask[t] = start < span[1] and end > span[0] and end > start
+        start = end
+    return mask

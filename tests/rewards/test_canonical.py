@@ -117,3 +117,16 @@ def test_time_limit_cuts_a_slow_parse(monkeypatch):
     t = time.perf_counter()
     assert canonical_key("\\boxed{12345.678}", timeout_s=1) == NONE_KEY
     assert time.perf_counter() - t < 3.0
+
+
+def test_answer_tokens_of_the_last_box():
+    from jaxrl_reason.rewards.canonical import answer_token_mask, last_boxed_span
+
+    pieces = ["x \\boxed{1} so ", "\\boxed{", "\\frac", "{1}{", "2", "}", "}", " done"]
+    text = "".join(pieces)
+    span = last_boxed_span(text)
+    assert text[span[0] : span[1]] == "\\frac{1}{2}"
+    mask = answer_token_mask(pieces, span, length=10)
+    np.testing.assert_array_equal(mask, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0])
+    assert last_boxed_span("no box") is None and last_boxed_span("\\boxed{12") is None
+    assert not answer_token_mask(pieces, None).any()
