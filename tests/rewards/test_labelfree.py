@@ -186,3 +186,30 @@ def test_self_certainty_gradient_is_softmax_minus_uniform():
     n = mask.sum(-1, keepdims=True)[..., None]
     want = (jax.nn.softmax(logits) - 1.0 / 11) * mask[..., None] / n
     np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7)
+
+
+def test_ttrl_and_empo_match_python_references_on_random_groups():
+    from collections import Counter
+
+    ttrl = jax.jit(ttrl_rewards, static_argnames=("n_train",))
+    empo = jax.jit(empo_rewards, static_argnames=("rule",))
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(3), 5).astype(np.int32)  # 3 groups of 5, fixed shapes: one compile
+    for _ in range(25):
+        ids = rng.integers(0, 4, 15).astype(np.int32)
+        valid = ids != 0  # id 0 plays "no answer"
+        r, train, _ = ttrl(ids, g, valid, n_train=3)
+        r_e, ent, _ = empo(ids, g, valid, rule="trl")
+        for k in range(3):
+            a = [int(x) for x in ids[g == k]]
+            y = Counter(a).most_common(1)[0][0]  # TTRL's vote: ties to the first seen
+            want = [float(x == y and y != 0) for x in a]
+            np.testing.assert_array_equal(np.asarray(r)[g == k], want)
+            np.testing.assert_array_equal(np.asarray(train)[g == k], [1, 1, 1, 0, 0])
+            # EMPO TRL rule: cluster frequency, "no answer" earns 0, all-distinct filtered
+            freq = Counter(a)
+            p = np.array([freq[x] / 5 for x in a])
+            h = -sum(c / 5 * np.log(c / 5) for c in freq.values())
+            np.testing.assert_allclose(np.asarray(ent)[g == k], h, atol=1e-6)
+            want_e = np.where(np.array(a) != 0, p, 0.0) * (h < np.log(5))
+            np.testing.assert_allclose(np.asarray(r_e)[g == k], want_e, atol=1e-6)
