@@ -1,0 +1,71 @@
+"""GSM8K from the shared JSONL through the tfds array_record path (no TensorFlow)."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrl_reason.data import Gsm8kTask, prepare_gsm8k_local
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("gsm8k_cache"))
+
+
+@pytest.fixture(scope="module")
+def splits(gsm8k_dir, cache_dir):
+    return {
+        s: Gsm8kTask(s, source="local", jsonl_dir=gsm8k_dir, cache_dir=cache_dir)
+        for s in ("train", "test")
+    }
+
+
+def test_sizes_and_array_record_files(splits, gsm8k_dir, cache_dir):
+    assert len(splits["train"]) == 7473 and len(splits["test"]) == 1319
+    data_dir = prepare_gsm8k_local(gsm8k_dir, cache_dir)
+    files = os.listdir(os.path.join(data_dir, "gsm8k", "1.0.0"))
+    assert any(".array_record" in f for f in files), files
+    assert "tensorflow" not in sys.modules
+
+
+def test_records_match_the_jsonl(splits, gsm8k_dir):
+    with open(os.path.join(gsm8k_dir, "test.jsonl")) as f:
+        lines = [json.loads(x) for x in f]
+    want = {r["question"]: r["answer"].split("####")[-1].strip() for r in lines}
+    got = {e.prompt: e.answer for e in splits["test"]}
+    assert got == want
+
+
+def test_every_gold_answer_verifies_against_itself(splits):
+    for task in splits.values():
+        exs = list(task)
+        responses = [f"{e.meta['solution']}" for e in exs]  # the reference solution, "#### N"
+        out = task.verify_batch(responses, exs)
+        assert out.dtype == np.float32 and out.shape == (len(exs),)
+        assert out.min() == 1.0, [e.answer for e, o in zip(exs, out, strict=True) if o < 1]
+
+
+def test_conversion_is_cached(gsm8k_dir, cache_dir, splits):
+    d1 = prepare_gsm8k_local(gsm8k_dir, cache_dir)
+    stamp = os.path.getmtime(os.path.join(d1, "PREPARED"))
+    d2 = prepare_gsm8k_local(gsm8k_dir, cache_dir)
+    assert d1 == d2 and os.path.getmtime(os.path.join(d2, "PREPARED")) == stamp
+    assert len(os.listdir(cache_dir)) == 2  # the prepared dataset and the lock file
+
+
+def test_small_subset_and_prompt(gsm8k_dir, cache_dir, splits):
+    t = Gsm8kTask("test", jsonl_dir=gsm8k_dir, cache_dir=cache_dir, num_examples=5)
+    assert len(t) == 5 and t[0] == splits["test"][0]
+    msgs = t.build_prompt(t[0])
+    assert "####" in msgs[0]["content"]
+    assert t.verify("blah\n#### " + t[0].answer, t[0]) == 1.0
+
+
+def test_local_source_needs_paths(tmp_path):
+    with pytest.raises(ValueError, match="cache_dir"):
+        Gsm8kTask("test", source="local", jsonl_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train.jsonl"):
+        prepare_gsm8k_local(str(tmp_path), str(tmp_path / "c"))
