@@ -26,6 +26,7 @@ __all__ = [
     "extract_boxed",
     "extract_hash",
     "extract_last_number",
+    "extraction_stats",
 ]
 
 #: Formats a task may require. ``"auto"`` tries them all in priority order.
@@ -160,3 +161,26 @@ def extract_answer(text: str, fmt: str = "auto") -> tuple[str | None, str | None
         if ans is not None:
             return ans, name
     return None, None
+
+
+def extraction_stats(responses, fmt: str = "auto") -> dict[str, float]:
+    """Answer-extraction coverage of a set of responses (for evaluation reports).
+
+    Args:
+      responses: decoded responses.
+      fmt: as in :func:`extract_answer`.
+    Returns:
+      ``{"coverage": fraction with an extracted answer, "method/<name>": fraction found by
+      each extractor}`` (fractions of ``len(responses)``; empty input gives coverage 0).
+    """
+    n = len(responses)
+    counts = dict.fromkeys(_EXTRACTORS, 0)
+    found = 0
+    for r in responses:
+        ans, method = extract_answer(r, fmt)
+        if ans is not None:
+            found += 1
+            counts[method] += 1
+    out = {"coverage": found / n if n else 0.0}
+    out.update({f"method/{k}": (v / n if n else 0.0) for k, v in counts.items()})
+    return out

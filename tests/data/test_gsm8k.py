@@ -69,3 +69,24 @@ def test_local_source_needs_paths(tmp_path):
         Gsm8kTask("test", source="local", jsonl_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
         prepare_gsm8k_local(str(tmp_path), str(tmp_path / "c"))
+
+
+def test_eval_pipeline_on_a_small_subset(gsm8k_dir, cache_dir, splits):
+    # What an evaluation does with a model's outputs: verify + extraction coverage.
+    from jaxrl_reason.rewards import extraction_stats
+
+    t = Gsm8kTask("test", jsonl_dir=gsm8k_dir, cache_dir=cache_dir, num_examples=8)
+    exs = list(t)
+    responses = (
+        [
+            exs[0].meta["solution"],  # right, "#### N"
+            f"The answer is {exs[1].answer}.",  # right, natural language
+            f"#### {int(exs[2].answer.replace(',', '')) + 1}",  # wrong
+            "I don't know.",  # no answer
+        ]
+        + [e.meta["solution"] for e in exs[4:]]
+    )
+    acc = t.verify_batch(responses, exs)
+    np.testing.assert_array_equal(acc, [1, 1, 0, 0, 1, 1, 1, 1])
+    stats = extraction_stats(responses, "auto")
+    assert stats["coverage"] == 7 / 8 and stats["method/answer_is"] == 1 / 8

@@ -49,6 +49,14 @@ def test_extract_unclosed_and_deep_boxes_return_none_fast():
     assert time.perf_counter() - t < 0.5
 
 
+def test_extraction_stats():
+    stats = extract.extraction_stats(["#### 1", "\\boxed{2}", "it is 3", "none"])
+    assert stats["coverage"] == 0.75
+    assert stats["method/hash"] == stats["method/boxed"] == stats["method/last_number"] == 0.25
+    assert extract.extraction_stats(["#### 1", "it is 3"], "hash")["coverage"] == 0.5
+    assert extract.extraction_stats([])["coverage"] == 0.0
+
+
 def test_extract_rejects_unknown_format():
     with pytest.raises(ValueError, match="fmt='xml'"):
         extract.extract_answer("#### 1", "xml")
@@ -149,7 +157,8 @@ ADVERSARIAL = [
     "#### 9**9**9**9",  # huge exponents
     "\\boxed{9^{9^{9^{9}}}}",
     "\\boxed{10^{1000000}}",
-    "\\boxed{99999!}",
+    "\\boxed{999999!}",
+    "\\boxed{(9999!)!}",  # passes the pre-filters: the timeout has to stop it
     "\\boxed{(10^{99})!}",  # passes the pre-filters; math-verify's own alarm stops it
     "\\boxed{\\binom{10^{50}}{10^{49}}}",
     "\\boxed{" + "x+" * 3_000 + "1}",
@@ -173,9 +182,10 @@ def test_adversarial_output_scores_zero_within_the_time_limit(gold):
 
 
 def test_pathological_filter_lets_ordinary_math_through():
-    for ok in ["(x^2)^3", "e^{x^2}", "x^2y^2", "2^{10}", "\\frac{1}{2}", "1" * 100]:
+    ok_answers = ["(x^2)^3", "e^{x^2}", "x^2y^2", "2^{10}", "\\frac{1}{2004!}", "1" * 100]
+    for ok in ok_answers:
         assert not is_pathological(ok), ok
-    for bad in ["9^9^9", "9**(9**9)", "10^{100000}", "5000!", "{" * 65, "1" * 101]:
+    for bad in ["9^9^9", "9**(9**9)", "10^{100000}", "50000!", "{" * 65, "1" * 101]:
         assert is_pathological(bad), bad
 
 
@@ -207,6 +217,14 @@ def test_worker_is_killed_on_timeout_and_restarted():
         assert w.num_restarts == 2
     finally:
         w.close()
+
+
+def test_verify_batch_with_two_workers_matches_one():
+    responses = ["\\boxed{2\\sqrt{2}}", "\\boxed{x+1}", "#### 4", "\\boxed{\\sqrt{2}}"] * 2
+    golds = ["\\sqrt{8}", "1+x", "4", "\\sqrt{8}"] * 2
+    want = np.array([1, 1, 1, 0] * 2, np.float32)
+    np.testing.assert_array_equal(verify_batch(responses, golds, num_workers=2), want)
+    np.testing.assert_array_equal(verify_batch(responses, golds, worker=None), want)
 
 
 def test_verify_batch_time_budget_skips_only_the_slow_path():
