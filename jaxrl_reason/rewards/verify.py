@@ -98,11 +98,17 @@ def is_pathological(s: str) -> bool:
 _NUM = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
 _PLAIN_RE = re.compile(rf"^(?P<num>{_NUM})$")
 _SLASH_RE = re.compile(r"^(?P<sign>[+-]?)(?P<a>\d+)/(?P<b>\d+)$")
-_FRAC_RE = re.compile(r"^(?P<sign>[+-]?)\\[dt]?frac\{?(?P<a>[+-]?\d+)\}?\{?(?P<b>[+-]?\d+)\}?$")
+# \frac{a}{b}, \dfrac34 (without braces each argument is a single digit, as in LaTeX).
+_FRAC_RE = re.compile(
+    r"^(?P<sign>[+-]?)\\[dt]?frac(?:\{(?P<a>[+-]?\d+)\}|(?P<a1>\d))(?:\{(?P<b>[+-]?\d+)\}|(?P<b1>\d))$"
+)
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-# Words of two or more letters (units: "dollars", "cm", "km/h", "eggs per day").
-_UNIT_WORDS = r"(?:\s*(?:[A-Za-z]{2,}\.?|/|\^\{?\\circ\}?|°|\^2|\^3)\s*)*"
-_WITH_UNITS_RE = re.compile(rf"^(?:[A-Za-z]{{2,}}\s+)*(?P<num>{_NUM})\s+{_UNIT_WORDS}$")
+# Unit words around a number ("18 dollars", "about 5 km/h", "12 eggs per day"). Each token is
+# atomic (a whole run of 2+ letters, or a fixed symbol), so a failing match backtracks
+# linearly, not exponentially. Math words (pi, sqrt, ...) are not units: "2 pi" is not 2.
+_WORD = r"(?:(?!(?:pi|sqrt|log|ln|sin|cos|tan|exp|i)(?![A-Za-z]))[A-Za-z]{2,}(?![A-Za-z]))"
+_UNIT = rf"(?:{_WORD}\.?|/[A-Za-z]+(?![A-Za-z])|\^[23])"
+_WITH_UNITS_RE = re.compile(rf"^(?:{_WORD}\s+)*(?P<num>{_NUM})\s+{_UNIT}(?:\s*{_UNIT})*$")
 _DEGREE_RE = re.compile(rf"^(?P<num>{_NUM})\s*(?:\^\{{?\\circ\}}?|°)$")
 
 
@@ -142,7 +148,9 @@ def parse_number(s: str | None) -> Fraction | None:
             return Fraction(m.group("num").replace(",", ""))
     m = _SLASH_RE.match(s) or _FRAC_RE.match(s)
     if m:
-        a, b = int(m.group("a")), int(m.group("b"))
+        gd = m.groupdict()
+        a = int(gd["a"] if gd["a"] is not None else gd["a1"])
+        b = int(gd["b"] if gd["b"] is not None else gd["b1"])
         if b == 0:
             return None
         val = Fraction(a, b)

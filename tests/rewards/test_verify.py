@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxrl_reason.rewards import extract
 from jaxrl_reason.rewards.verify import (
@@ -83,7 +85,10 @@ def test_extract_rejects_unknown_format():
         ("x = -7", -7),
         ("90^\\circ", 90),
         (".5", 0.5),
+        ("about 5 km/h", 5),
         ("5x", None),  # algebra, not a unit: left to math-verify
+        ("2 pi", None),  # a math word, not a unit
+        ("\\frac1234", None),  # LaTeX reads \frac{1}{2}34
         ("1,2", None),  # not a thousands separator
         ("1/0", None),
         ("9" * 101, None),
@@ -92,6 +97,14 @@ def test_extract_rejects_unknown_format():
 def test_parse_number(s, want):
     got = parse_number(s)
     assert (got is None) if want is None else (got == pytest.approx(want))
+
+
+def test_parse_number_has_no_catastrophic_backtracking():
+    # Letter runs after a number once made the unit regex backtrack exponentially.
+    t = time.perf_counter()
+    for s in ["18 " + "ab" * 150 + "1", "18 " + "a b " * 90 + "!", "1 " + "x" * 390 + "1"]:
+        assert parse_number(s) is None
+    assert time.perf_counter() - t < 0.1
 
 
 # --- equivalence on real answer formats ------------------------------------------------------
@@ -232,3 +245,23 @@ def test_verify_batch_time_budget_skips_only_the_slow_path():
         ["#### 7", "\\boxed{2\\sqrt{2}}", "#### 8"], ["7", "\\sqrt{8}", "7"], max_batch_s=0.0
     )
     np.testing.assert_array_equal(out, [1.0, 0.0, 0.0])
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.sampled_from(["18", "-3/4", "x+1"]))
+def test_arbitrary_text_never_raises(text, gold):
+    for fmt in extract.ANSWER_FORMATS:
+        extract.extract_answer(text, fmt)
+    assert verify(text, gold, slow_path=False) in (0.0, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(10**12), 10**12), st.integers(1, 10**6))
+def test_integers_with_separators_and_offsets(n, delta):
+    gold = str(n)
+    assert verify(f"so\n#### {n:,}", gold) == 1.0
+    assert verify(f"The answer is ${n:,}.00.", gold) == 1.0
+    assert verify(f"#### {n + delta}", gold) == 0.0
