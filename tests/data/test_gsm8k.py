@@ -90,3 +90,12 @@ def test_eval_pipeline_on_a_small_subset(gsm8k_dir, cache_dir, splits):
     np.testing.assert_array_equal(acc, [1, 1, 0, 0, 1, 1, 1, 1])
     stats = extraction_stats(responses, "auto")
     assert stats["coverage"] == 7 / 8 and stats["method/answer_is"] == 1 / 8
+
+
+def test_catalog_builder_reads_the_local_copy(gsm8k_dir, cache_dir, splits):
+    # source="tfds" goes through the catalog's own `gsm8k` builder; pointed at the prepared
+    # local copy it reads it as its own (no download), record for record.
+    data_dir = prepare_gsm8k_local(gsm8k_dir, cache_dir)
+    t = Gsm8kTask("test", source="tfds", data_dir=data_dir)
+    assert len(t) == 1319
+    assert [t[i] for i in (0, 7, 1318)] == [splits["test"][i] for i in (0, 7, 1318)]
