@@ -99,3 +99,19 @@ def test_catalog_builder_reads_the_local_copy(gsm8k_dir, cache_dir, splits):
     t = Gsm8kTask("test", source="tfds", data_dir=data_dir)
     assert len(t) == 1319
     assert [t[i] for i in (0, 7, 1318)] == [splits["test"][i] for i in (0, 7, 1318)]
+
+
+def test_catalog_builder_can_make_its_download_manager(tmp_path):
+    # The online path downloads through the catalog builder. In tfds 4.9.10 making its
+    # download manager looks up the builder's source file, which fails without an optional
+    # package for builders outside tfds; the override must keep that step working offline.
+    import tensorflow_datasets as tfds
+
+    from jaxrl_reason.data.gsm8k import _catalog_builder_cls
+
+    builder = _catalog_builder_cls()(data_dir=str(tmp_path), file_format="array_record")
+    assert builder.name == "gsm8k" and "annotation" in builder.info.features
+    dl = builder._make_download_manager(
+        download_dir=str(tmp_path / "dl"), download_config=tfds.download.DownloadConfig()
+    )
+    assert dl is not None
