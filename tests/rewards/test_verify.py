@@ -46,8 +46,11 @@ def test_extract_answer(text, fmt, want):
 def test_extract_unclosed_and_deep_boxes_return_none_fast():
     assert extract.extract_boxed("\\boxed{1 + {2}") is None
     deep = "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_001
+    many_unclosed = ("\\boxed{" + "a" * 1_000) * 300
     t = time.perf_counter()
     assert extract.extract_boxed(deep) is None
+    assert extract.extract_boxed(many_unclosed) is None
+    assert extract.extract_boxed("x" * 1_000_000 + "\\boxed{5}") == "5"
     assert time.perf_counter() - t < 0.5
 
 
