@@ -50,7 +50,7 @@ _ANSWER_IS_RE = re.compile(
 )
 # A number: optional sign, digits with optional thousands separators, optional decimals,
 # or a bare decimal like .5, optionally followed by a simple fraction /d.
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-\u2212]?\.\d+")
 
 
 def _strip(ans: str) -> str:

@@ -113,7 +113,7 @@ _DEGREE_RE = re.compile(rf"^(?P<num>{_NUM})\s*(?:\^\{{?\\circ\}}?|°)$")
 
 
 def _normalize(s: str) -> str:
-    s = s.strip()
+    s = s.strip().replace("\u2212", "-")  # Unicode minus sign, as some tokenizers emit it
     s = _TEXT_RE.sub(r" \1 ", s)
     for tok in ("\\$", "$", "€", "£", "¥", "\\!", "\\,", "\\;", "\\ ", "\\left", "\\right"):
         s = s.replace(tok, " " if tok in ("\\ ", "\\,", "\\;") else "")

@@ -124,6 +124,7 @@ def test_parse_number_has_no_catastrophic_backtracking():
         ("#### 17", "18", 0.0),
         ("The temperature dropped to -5 degrees.\n#### -5", "-5", 1.0),
         ("#### 5", "-5", 0.0),
+        ("so it is \u22125", "-5", 1.0),  # Unicode minus, last-number fallback
         ("The answer is 25%.", "25", 1.0),
         ("The answer is 12 eggs.", "12", 1.0),
         # MATH: fractions and LaTeX.
