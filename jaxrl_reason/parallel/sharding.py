@@ -210,9 +210,11 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
 def shardings_of(tree: Any, mesh: Mesh) -> Any:
     """The current ``NamedSharding`` of each leaf, replicated on ``mesh`` where it has none.
 
-    For trees derived from sharded params, e.g. an optimiser state from ``tx.init(params)``:
-    moments keep their parameter's sharding, while scalars (step counts) created on one device
-    become replicated over ``mesh`` so the tree can be an ``in_shardings`` of a mesh ``jit``.
+    For trees derived from sharded params, e.g. an optimiser state from ``tx.init(params)``
+    run *eagerly* on sharded params: ``zeros_like(param)`` keeps each parameter's sharding
+    (under ``jit`` without ``out_shardings`` XLA may replicate these constants), while
+    scalars (step counts) created on one device become replicated over ``mesh`` so the tree
+    can be an ``in_shardings`` of a mesh ``jit``.
     """
 
     def of(x):
