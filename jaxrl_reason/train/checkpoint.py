@@ -138,6 +138,7 @@ class Checkpointer:
             ),
         )
         self._stop = threading.Event()
+        self._stopping = False
         self._signal_name: str | None = None
         self._previous_handlers: dict[int, Any] = {}
         if handle_signals:
@@ -165,8 +166,11 @@ class Checkpointer:
         self._stop.set()
 
     @property
-    def stop_requested(self) -> bool:
-        """True once a stop (signal or :meth:`request_stop`) was asked for, on any process."""
+    def signal_received(self) -> bool:
+        """This process got SIGTERM / SIGINT (or :meth:`request_stop`); not yet acted on."""
+        return self._stop.is_set()
+
+    def _poll_stop(self) -> bool:
         local = self._stop.is_set()
         if jax.process_count() > 1:
             # Hosts receive SIGTERM at different times; agree so all save the same step.
@@ -175,6 +179,14 @@ class Checkpointer:
             flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
             return bool(np.any(flags))
         return local
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`maybe_save` has acted on a stop request (signal or
+        :meth:`request_stop`, on any process): the state of that step is saved and the loop
+        should exit. Latched at the step boundary, so a signal arriving between
+        ``maybe_save`` and this check is handled (saved) at the next step, never skipped."""
+        return self._stopping
 
     def restore_signal_handlers(self) -> None:
         for sig, handler in self._previous_handlers.items():
@@ -207,9 +219,17 @@ class Checkpointer:
     def maybe_save(
         self, step: int, state: Any, metadata: Mapping[str, Any] | None = None, *, force=False
     ) -> bool:
-        """Saves at a step boundary when periodic, forced, or a stop was requested."""
-        if force or self.should_save(step) or self.stop_requested:
-            return self.save(step, state, metadata)
+        """Saves at a step boundary when periodic, forced, or a stop was requested.
+
+        Call once per step on every process (it is a collective on multi-host runs). After it,
+        :attr:`stop_requested` tells the loop whether to exit.
+        """
+        self._stopping = self._stopping or self._poll_stop()
+        if force or self.should_save(step) or self._stopping:
+            saved = self.save(step, state, metadata)
+            if self._stopping:
+                self.wait_until_finished()  # the process is about to exit
+            return saved
         return False
 
     def wait_until_finished(self) -> None:
