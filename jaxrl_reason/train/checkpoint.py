@@ -69,8 +69,9 @@ def _abstract_leaf(x: Any) -> Any:
                     *sharding.spec, *((None,) * (len(x.shape) - len(sharding.spec))), *extra
                 ),
             )
-        elif sharding is not None and not isinstance(sharding, jax.sharding.SingleDeviceSharding):
-            sharding = None
+        elif not isinstance(sharding, jax.sharding.SingleDeviceSharding):
+            # Keys are tiny: without a NamedSharding to extend, restore onto one device.
+            sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
     if isinstance(sharding, jax.sharding.Sharding):
         return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
