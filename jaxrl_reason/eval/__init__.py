@@ -7,6 +7,7 @@ from jaxrl_reason.eval.metrics import (
     majority_vote,
     pass_at_k,
     summarize,
+    weighted_majority_vote,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "majority_vote",
     "pass_at_k",
     "summarize",
+    "weighted_majority_vote",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "majority_vote",
     "pass_at_k",
     "summarize",
+    "weighted_majority_vote",
 ]
 
 
@@ -87,6 +88,23 @@ def majority_vote(answers: Sequence[Hashable]) -> Hashable:
     if len(answers) == 0:
         raise ValueError("majority_vote: no answers to vote over")
     return Counter(answers).most_common(1)[0][0]
+
+
+def weighted_majority_vote(answers: Sequence[Hashable], weights: Sequence[float]) -> Hashable:
+    """Answer with the largest total weight; ties go to the one seen first.
+
+    CRew's "SC+Reward" vote uses per-sample confidences normalised to sum to one over the
+    samples; normalisation does not change the winner, so raw non-negative weights work too.
+    """
+    if len(answers) != len(weights) or len(answers) == 0:
+        raise ValueError(
+            f"weighted_majority_vote: {len(answers)} answers and {len(weights)} weights; "
+            "pass one weight per answer (and at least one answer)"
+        )
+    totals: dict[Hashable, float] = {}
+    for a, w in zip(answers, weights, strict=True):
+        totals[a] = totals.get(a, 0.0) + float(w)
+    return max(totals, key=totals.__getitem__)  # max keeps the first of equal totals
 
 
 def _is_batch(answers) -> bool:

@@ -21,6 +21,7 @@ from jaxrl_reason.parallel.sharding import (
     shard_arrays,
     shard_params,
     shardings_for,
+    shardings_of,
     split_logical,
     with_logical_constraint,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "shard_arrays",
     "shard_params",
     "shardings_for",
+    "shardings_of",
     "split_logical",
     "with_logical_constraint",
 ]

@@ -207,6 +207,25 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
     )
 
 
+def shardings_of(tree: Any, mesh: Mesh) -> Any:
+    """The current ``NamedSharding`` of each leaf, replicated on ``mesh`` where it has none.
+
+    For trees derived from sharded params, e.g. an optimiser state from ``tx.init(params)``
+    run *eagerly* on sharded params: ``zeros_like(param)`` keeps each parameter's sharding
+    (under ``jit`` without ``out_shardings`` XLA may replicate these constants), while
+    scalars (step counts) created on one device become replicated over ``mesh`` so the tree
+    can be an ``in_shardings`` of a mesh ``jit``.
+    """
+
+    def of(x):
+        s = getattr(x, "sharding", None)
+        if isinstance(s, NamedSharding) and s.mesh == mesh:
+            return s
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree.map(of, tree)
+
+
 def batch_spec(rules: Rules = DEFAULT_RULES, ndim: int = 2) -> PartitionSpec:
     """Spec of a ``[batch, ...]`` array: the batch over the rule's axes, the rest whole."""
     return logical_to_spec(("batch",) + (None,) * (ndim - 1), rules)

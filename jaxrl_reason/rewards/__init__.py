@@ -15,6 +15,7 @@ _EXPORTS = {
     "extract_boxed": "extract",
     "extract_hash": "extract",
     "extract_last_number": "extract",
+    "extraction_stats": "extract",
     # verify.py
     "MathVerifyWorker": "verify",
     "parse_number": "verify",

@@ -7,9 +7,9 @@ the verifier uses) followed by an exact, bounded normalisation of the SymPy resu
 
 * every ``Float`` becomes the exact ``Rational`` of its decimal string (``0.50 -> 1/2``,
   ``3.0 -> 3``, ``-0.0 -> 0``, ``1,234.50 -> 2469/2``), so trailing zeros and signed zero vanish;
-* unevaluated arithmetic (``2/4``, ``5\\%``) is evaluated when that is provably cheap (small
-  tree, small exponents); otherwise the unevaluated form is kept, so ``2^{2^{100}}`` never
-  hangs;
+* unevaluated arithmetic (``2/4``, ``5\\%``) is folded when that is provably cheap (small
+  tree, small exponents; no ``doit``, so integrals and limits are never run); otherwise the
+  parsed form is kept, so ``2^{2^{100}}`` never hangs;
 * the key is ``str(expr)`` (SymPy's canonical print: ``"1/2"``, ``"1234"``, ``"sqrt(2)"``,
   ``"{1, 2}"``, ``"Eq(x, 5)"``).
 
@@ -67,35 +67,49 @@ def _preprocess(text: str) -> str:
 
 
 def _is_cheap(expr) -> bool:
-    """True when evaluating ``expr`` is bounded: a small tree with small exponents."""
+    """True when rebuilding ``expr`` with evaluation is bounded: small tree, small powers."""
     import sympy
 
-    nodes = 0
-    for node in sympy.preorder_traversal(expr):
-        nodes += 1
-        if nodes > _MAX_NODES:
-            return False
-        if isinstance(node, sympy.Pow):
-            e = node.exp
-            if not e.is_number:
+    try:
+        for nodes, node in enumerate(sympy.preorder_traversal(expr), start=1):
+            if nodes > _MAX_NODES:
                 return False
-            try:
-                if abs(float(e)) > _MAX_EXPONENT:
+            if isinstance(node, sympy.Pow):
+                e = node.exp
+                if not e.is_number or abs(float(e)) > _MAX_EXPONENT:
                     return False
-            except (TypeError, ValueError):
-                return False
-            try:  # a huge base to a fractional power is cheap, to a large integer power not
-                if e.is_integer and abs(float(node.base)) > 10**6 and abs(float(e)) > 16:
+                base = node.base
+                # a huge base to a large integer power has a huge exact value
+                if e.is_integer and base.is_number and abs(complex(base)) > 1e6 and abs(e) > 16:
                     return False
-            except (TypeError, ValueError):
-                pass
-        elif isinstance(node, sympy.Function) and not isinstance(node, sympy.Abs):
-            # factorial(10**9), binomial(...): evaluation can be unbounded
-            if any(a.is_number and abs(complex(a)) > 1000 for a in node.args):
+            elif isinstance(node, sympy.Function):
+                # factorial(10**9), binomial(...): evaluation can be unbounded
+                if any(a.is_number and abs(complex(a)) > 1000 for a in node.args):
+                    return False
+            elif isinstance(node, sympy.Integer) and abs(int(node)) > 10**300:
                 return False
-        elif isinstance(node, sympy.Integer) and abs(int(node)) > 10**300:
-            return False
+    except (TypeError, ValueError, OverflowError):
+        return False
     return True
+
+
+def _evaluate(expr):
+    """Rebuilds ``expr`` bottom-up with SymPy's automatic evaluation (no ``doit``).
+
+    This folds unevaluated arithmetic (``2/4 -> 1/2``, ``5 * UnevaluatedExpr(1/100) -> 1/20``)
+    without running integrals, limits or sums, which ``doit`` would.
+    """
+    import sympy
+
+    if not expr.args:
+        return expr
+    args = [_evaluate(a) for a in expr.args]
+    if isinstance(expr, sympy.UnevaluatedExpr):
+        return args[0]
+    try:  # every node rebuilt: math_verify builds some with evaluate=False (2^{10}, 3!)
+        return expr.func(*args)
+    except Exception:  # noqa: BLE001 - a constructor that refuses keeps the parsed form
+        return expr
 
 
 def _normalise(expr) -> str:
@@ -108,9 +122,7 @@ def _normalise(expr) -> str:
             expr = expr.xreplace(floats)
         if _is_cheap(expr):
             try:
-                expr = expr.doit()
-                if expr.is_number and expr.is_rational:
-                    expr = sympy.nsimplify(expr, rational=True)
+                expr = _evaluate(expr)
             except Exception:  # noqa: BLE001 - a failed evaluation keeps the parsed form
                 pass
     key = str(expr)
@@ -123,7 +135,7 @@ def _string_key(text: str) -> str:
     return f"str:{norm}" if norm else NONE_KEY
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)  # <= 16k keys of <= max_chars: bounded memory
 def _key_cached(text: str, timeout_s: int, fallback: str) -> str:
     import math_verify.parser as mv_parser
     from math_verify import parse
@@ -204,3 +216,52 @@ def keys_to_ids(keys: Sequence[Hashable]) -> np.ndarray:
     """
     table: dict[Hashable, int] = {}
     return np.asarray([table.setdefault(k, len(table)) for k in keys], dtype=np.int32)
+
+
+# --------------------------------------------------------------------------- answer tokens
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """Character span ``[start, end)`` strictly inside the last ``\\boxed{...}`` of ``text``.
+
+    Braces are balanced (``\\boxed{\\frac{1}{2}}`` gives the span of ``\\frac{1}{2}``). ``None``
+    when there is no complete box. This is the CRew answer region (the paper scores "the
+    tokens that constitute the final answer"; the brace tokens are left out).
+    """
+    span = None
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            span = (m.end(), i - 1)
+    return span
+
+
+def answer_token_mask(
+    pieces: Sequence[str], span: tuple[int, int] | None, length: int | None = None
+) -> np.ndarray:
+    """``bool[length]``: True on the tokens whose text overlaps the character ``span``.
+
+    Args:
+      pieces: the decoded text of each response token, in order (their concatenation is the
+        response text the span refers to; e.g. ``[tok.decode([t]) for t in ids]``).
+      span: ``[start, end)`` from :func:`last_boxed_span`, or ``None`` (all False).
+      length: pad / cut the mask to this many tokens (the ``[B, T]`` layout).
+
+    Used for ``answer_mask`` in CRew (:func:`~jaxrl_reason.rewards.labelfree.answer_confidence`)
+    and to keep the exploration bonus off the answer tokens.
+    """
+    n = len(pieces) if length is None else length
+    mask = np.zeros(n, bool)
+    if span is None:
+        return mask
+    start = 0
+    for t, piece in enumerate(pieces[:n]):
+        end = start + len(piece)
+        mask[t] = start < span[1] and end > span[0] and end > start
+        start = end
+    return mask

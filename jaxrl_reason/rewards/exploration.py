@@ -420,6 +420,10 @@ class ExplorationConfig:
         if self.coef < 0:
             raise ValueError(f"coef={self.coef}: the exploration coefficient c must be >= 0")
 
+    def make_history(self) -> AnswerHistory:
+        """A fresh :class:`AnswerHistory` with this config's per-prompt cap."""
+        return AnswerHistory(max_answers_per_prompt=self.max_answers_per_prompt)
+
 
 def exploration_bonus(
     cfg: ExplorationConfig,

@@ -26,6 +26,7 @@ __all__ = [
     "extract_boxed",
     "extract_hash",
     "extract_last_number",
+    "extraction_stats",
 ]
 
 #: Formats a task may require. ``"auto"`` tries them all in priority order.
@@ -35,6 +36,10 @@ ANSWER_FORMATS = ("hash", "boxed", "answer_is", "last_number", "auto")
 #: response with 10k nested braces costs one linear scan and extracts nothing.
 MAX_BRACE_DEPTH = 64
 
+#: How many boxes (from the end) :func:`extract_boxed` tries when the last one never closes.
+MAX_BOX_CANDIDATES = 8
+
+_BRACE_RE = re.compile(r"\\[{}]|[{}]")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # "the answer is", "final answer:", "answer is:" ... up to the end of the sentence / line. The
@@ -45,7 +50,7 @@ _ANSWER_IS_RE = re.compile(
 )
 # A number: optional sign, digits with optional thousands separators, optional decimals,
 # or a bare decimal like .5, optionally followed by a simple fraction /d.
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|[-\u2212]?\.\d+")
 
 
 def _strip(ans: str) -> str:
@@ -88,24 +93,23 @@ def extract_boxed(text: str, *, last: bool = True) -> str | None:
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
         return None
-    for start in reversed(starts) if last else starts:
-        depth, i = 1, start
-        n = len(text)
-        while i < n:
-            c = text[i]
-            if c == "\\" and i + 1 < n and text[i + 1] in "{}":
-                i += 2  # escaped brace \{ \} is content, not structure
-                continue
-            if c == "{":
+    # Only the last (first) few boxes are candidates: a response with thousands of unclosed
+    # boxes would otherwise cost a scan to the end per box (quadratic).
+    cands = starts[::-1][:MAX_BOX_CANDIDATES] if last else starts[:MAX_BOX_CANDIDATES]
+    for start in cands:
+        depth = 1
+        # The regex skips everything but braces in C; escaped \{ \} are content.
+        for m in _BRACE_RE.finditer(text, start):
+            tok = m.group()
+            if tok == "{":
                 depth += 1
                 if depth > MAX_BRACE_DEPTH:
                     break
-            elif c == "}":
+            elif tok == "}":
                 depth -= 1
                 if depth == 0:
-                    ans = text[start:i].strip()
+                    ans = text[start : m.start()].strip()
                     return ans or None
-            i += 1
     return None
 
 
@@ -160,3 +164,26 @@ def extract_answer(text: str, fmt: str = "auto") -> tuple[str | None, str | None
         if ans is not None:
             return ans, name
     return None, None
+
+
+def extraction_stats(responses, fmt: str = "auto") -> dict[str, float]:
+    """Answer-extraction coverage of a set of responses (for evaluation reports).
+
+    Args:
+      responses: decoded responses.
+      fmt: as in :func:`extract_answer`.
+    Returns:
+      ``{"coverage": fraction with an extracted answer, "method/<name>": fraction found by
+      each extractor}`` (fractions of ``len(responses)``; empty input gives coverage 0).
+    """
+    n = len(responses)
+    counts = dict.fromkeys(_EXTRACTORS, 0)
+    found = 0
+    for r in responses:
+        ans, method = extract_answer(r, fmt)
+        if ans is not None:
+            found += 1
+            counts[method] += 1
+    out = {"coverage": found / n if n else 0.0}
+    out.update({f"method/{k}": (v / n if n else 0.0) for k, v in counts.items()})
+    return out

@@ -66,8 +66,9 @@ _DIGIT_RUN_RE = re.compile(rf"\d{{{MAX_DIGITS + 1},}}")
 # A numeric power tower: 9^9^9, 9^{9^9}, 9**9**9, 9**(9**9). The exponent is a number
 # followed by another power before any closing bracket, so (x^2)^3 and e^{x^2} pass.
 _TOWER_RE = re.compile(r"(\^|\*\*)\s*[\{\(]?\s*\d+(\.\d+)?\s*(\^|\*\*)")
-# An exponent of five or more digits, or a factorial of a 4+ digit number.
-_HUGE_EXP_RE = re.compile(r"(\^|\*\*)\s*[\{\(]?\s*-?\d{5,}|\d{4,}\s*!|\\(?:d?frac)?\s*!\s*\d{4,}")
+# An exponent of five or more digits, or the factorial of a 5+ digit number (MATH has
+# \frac{1}{2004!}, so 4-digit factorials are legitimate answers).
+_HUGE_EXP_RE = re.compile(r"(\^|\*\*)\s*[\{\(]?\s*-?\d{5,}|\d{5,}\s*!")
 
 
 def is_pathological(s: str) -> bool:
@@ -75,7 +76,8 @@ def is_pathological(s: str) -> bool:
 
     Catches answers longer than :data:`MAX_ANSWER_CHARS`, digit runs longer than
     :data:`MAX_DIGITS`, brace nesting deeper than :data:`MAX_BRACE_DEPTH`, power towers
-    (``9^9^9``, ``9**9**9**9``), exponents with five or more digits and big factorials.
+    (``9^9^9``, ``9**9**9**9``), exponents with five or more digits and factorials of 5+ digit
+    numbers.
     """
     if len(s) > MAX_ANSWER_CHARS or _DIGIT_RUN_RE.search(s):
         return True
@@ -96,16 +98,22 @@ def is_pathological(s: str) -> bool:
 _NUM = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
 _PLAIN_RE = re.compile(rf"^(?P<num>{_NUM})$")
 _SLASH_RE = re.compile(r"^(?P<sign>[+-]?)(?P<a>\d+)/(?P<b>\d+)$")
-_FRAC_RE = re.compile(r"^(?P<sign>[+-]?)\\[dt]?frac\{?(?P<a>[+-]?\d+)\}?\{?(?P<b>[+-]?\d+)\}?$")
+# \frac{a}{b}, \dfrac34 (without braces each argument is a single digit, as in LaTeX).
+_FRAC_RE = re.compile(
+    r"^(?P<sign>[+-]?)\\[dt]?frac(?:\{(?P<a>[+-]?\d+)\}|(?P<a1>\d))(?:\{(?P<b>[+-]?\d+)\}|(?P<b1>\d))$"
+)
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-# Words of two or more letters (units: "dollars", "cm", "km/h", "eggs per day").
-_UNIT_WORDS = r"(?:\s*(?:[A-Za-z]{2,}\.?|/|\^\{?\\circ\}?|°|\^2|\^3)\s*)*"
-_WITH_UNITS_RE = re.compile(rf"^(?:[A-Za-z]{{2,}}\s+)*(?P<num>{_NUM})\s+{_UNIT_WORDS}$")
+# Unit words around a number ("18 dollars", "about 5 km/h", "12 eggs per day"). Each token is
+# atomic (a whole run of 2+ letters, or a fixed symbol), so a failing match backtracks
+# linearly, not exponentially. Math words (pi, sqrt, ...) are not units: "2 pi" is not 2.
+_WORD = r"(?:(?!(?:pi|sqrt|log|ln|sin|cos|tan|exp|i)(?![A-Za-z]))[A-Za-z]{2,}(?![A-Za-z]))"
+_UNIT = rf"(?:{_WORD}\.?|/[A-Za-z]+(?![A-Za-z])|\^[23])"
+_WITH_UNITS_RE = re.compile(rf"^(?:{_WORD}\s+)*(?P<num>{_NUM})\s+{_UNIT}(?:\s*{_UNIT})*$")
 _DEGREE_RE = re.compile(rf"^(?P<num>{_NUM})\s*(?:\^\{{?\\circ\}}?|°)$")
 
 
 def _normalize(s: str) -> str:
-    s = s.strip()
+    s = s.strip().replace("\u2212", "-")  # Unicode minus sign, as some tokenizers emit it
     s = _TEXT_RE.sub(r" \1 ", s)
     for tok in ("\\$", "$", "€", "£", "¥", "\\!", "\\,", "\\;", "\\ ", "\\left", "\\right"):
         s = s.replace(tok, " " if tok in ("\\ ", "\\,", "\\;") else "")
@@ -140,7 +148,9 @@ def parse_number(s: str | None) -> Fraction | None:
             return Fraction(m.group("num").replace(",", ""))
     m = _SLASH_RE.match(s) or _FRAC_RE.match(s)
     if m:
-        a, b = int(m.group("a")), int(m.group("b"))
+        gd = m.groupdict()
+        a = int(gd["a"] if gd["a"] is not None else gd["a1"])
+        b = int(gd["b"] if gd["b"] is not None else gd["b1"])
         if b == 0:
             return None
         val = Fraction(a, b)
@@ -319,15 +329,17 @@ class MathVerifyWorker:
             self._kill()
 
 
-_DEFAULT_WORKERS: dict[float, MathVerifyWorker] = {}
+_DEFAULT_WORKERS: dict[tuple[float, int], MathVerifyWorker] = {}
 _DEFAULT_LOCK = threading.Lock()
 
 
-def _default_worker(timeout_s: float) -> MathVerifyWorker:
+def _default_worker(timeout_s: float, index: int = 0) -> MathVerifyWorker:
+    """The shared worker ``index`` for this time limit (started on first use)."""
     with _DEFAULT_LOCK:
-        if timeout_s not in _DEFAULT_WORKERS:
-            _DEFAULT_WORKERS[timeout_s] = MathVerifyWorker(timeout_s)
-        return _DEFAULT_WORKERS[timeout_s]
+        key = (float(timeout_s), index)
+        if key not in _DEFAULT_WORKERS:
+            _DEFAULT_WORKERS[key] = MathVerifyWorker(timeout_s)
+        return _DEFAULT_WORKERS[key]
 
 
 @atexit.register
@@ -340,24 +352,8 @@ def _close_default_workers() -> None:
 # Public API.
 
 
-def verify_answer(
-    pred: str | None,
-    gold: str,
-    *,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
-    worker: MathVerifyWorker | None | str = "default",
-    slow_path: bool = True,
-) -> float:
-    """Equivalence of an *extracted* answer with the gold answer (1.0 or 0.0).
-
-    Args:
-      pred: the extracted predicted answer (None scores 0).
-      gold: the gold answer string (e.g. GSM8K's ``1,234``, MATH's ``\\frac{\\sqrt3}{2}``).
-      timeout_s: per-item limit for the math-verify path.
-      worker: ``"default"`` (a shared :class:`MathVerifyWorker` per timeout), a worker, or
-        None to call math-verify in this process (trusted input only: no hard limit).
-      slow_path: False scores 0 whatever would need math-verify (a spent time budget).
-    """
+def _fast_verdict(pred: str | None, gold: str) -> float | None:
+    """1.0 / 0.0 when the cheap checks decide, None when math-verify must."""
     if pred is None or not isinstance(pred, str) or is_pathological(pred):
         return 0.0
     g_num = parse_number(gold)
@@ -369,12 +365,47 @@ def verify_answer(
             return 0.0  # a rational gold cannot equal an answer with no digit in it
     if _light_norm(pred) == _light_norm(gold):
         return 1.0
-    if not slow_path or is_pathological(gold):
+    if is_pathological(gold):
         return 0.0
+    return None
+
+
+def _slow_verdict(
+    pred: str, gold: str, timeout_s: float, worker: MathVerifyWorker | None | str
+) -> float:
     if worker is None:
         return math_verify_equal(pred, gold, timeout_s)
     w = _default_worker(timeout_s) if isinstance(worker, str) else worker
     return w.equal(pred, gold)
+
+
+def verify_answer(
+    pred: str | None,
+    gold: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    worker: MathVerifyWorker | None | str = "default",
+    slow_path: bool = True,
+) -> float:
+    """Equivalence of an *extracted* answer with the gold answer (1.0 or 0.0).
+
+    Pre-filters, then the exact numeric fast path, then math-verify.
+
+    Args:
+      pred: the extracted predicted answer (None scores 0).
+      gold: the gold answer string (e.g. GSM8K's ``1,234``, MATH's ``\\frac{\\sqrt3}{2}``).
+      timeout_s: per-item limit for the math-verify path.
+      worker: ``"default"`` (a shared :class:`MathVerifyWorker` per timeout), a worker, or
+        None to call math-verify in this process (trusted input only: no hard limit).
+      slow_path: False scores 0 whatever would need math-verify (a spent time budget).
+    """
+    fast = _fast_verdict(pred, gold)
+    if fast is not None:
+        return fast
+    if not slow_path:
+        return 0.0
+    assert pred is not None
+    return _slow_verdict(pred, gold, timeout_s, worker)
 
 
 def verify(
@@ -407,30 +438,65 @@ def verify_batch(
     fmt: str = "auto",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_batch_s: float | None = None,
+    num_workers: int = 1,
     worker: MathVerifyWorker | None | str = "default",
 ) -> np.ndarray:
     """Outcome rewards of a batch: ``float32[B]`` of 1.0 / 0.0.
+
+    All items go through extraction, the pre-filters and the numeric fast path first; only the
+    rest is sent to math-verify, spread over ``num_workers`` worker processes.
 
     Args:
       responses: ``B`` decoded responses.
       answers: ``B`` gold answers (repeat each gold ``n`` times for ``n`` samples per prompt).
       fmt: the answer format to extract.
       timeout_s: per-item limit on the math-verify path.
-      max_batch_s: optional budget for the whole batch; once it is spent, items that would
-        need math-verify score 0 (the fast path still runs). This bounds a step's reward
-        time even when every response is adversarial.
-      worker: as in :func:`verify_answer`.
+      max_batch_s: optional budget for the batch's math-verify calls; items that have not
+        started when it is spent score 0. This bounds a step's reward time even when every
+        response is adversarial.
+      num_workers: parallel math-verify processes (with ``worker="default"``).
+      worker: as in :func:`verify_answer`; an explicit worker or None ignores ``num_workers``.
     Raises:
-      ValueError: when the two sequences differ in length.
+      ValueError: when the two sequences differ in length, or ``num_workers < 1``.
     """
     if len(responses) != len(answers):
         raise ValueError(
             f"verify_batch got {len(responses)} responses and {len(answers)} answers; "
             "repeat each gold answer once per sample"
         )
+    if num_workers < 1:
+        raise ValueError(f"verify_batch: num_workers={num_workers} must be >= 1")
     out = np.zeros(len(responses), dtype=np.float32)
-    start = time.monotonic()
+    slow: list[tuple[int, str, str]] = []
     for i, (r, a) in enumerate(zip(responses, answers, strict=True)):
-        slow = max_batch_s is None or time.monotonic() - start <= max_batch_s
-        out[i] = verify(r, a, fmt=fmt, timeout_s=timeout_s, worker=worker, slow_path=slow)
+        pred, _ = extract_answer(r, fmt)
+        fast = _fast_verdict(pred, a)
+        if fast is None:
+            assert pred is not None
+            slow.append((i, pred, a))
+        else:
+            out[i] = fast
+    if not slow:
+        return out
+    start = time.monotonic()
+
+    def run(items: list[tuple[int, str, str]], w: MathVerifyWorker | None | str) -> None:
+        for i, pred, gold in items:
+            if max_batch_s is not None and time.monotonic() - start >= max_batch_s:
+                return
+            out[i] = _slow_verdict(pred, gold, timeout_s, w)
+
+    if not isinstance(worker, str) or num_workers == 1 or len(slow) == 1:
+        run(slow, worker)
+        return out
+    k = min(num_workers, len(slow))
+    workers = [_default_worker(timeout_s, j) for j in range(k)]
+    # Interleaved shards: neighbouring items (often the same prompt) spread over workers.
+    threads = [
+        threading.Thread(target=run, args=(slow[j::k], workers[j]), daemon=True) for j in range(k)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return out

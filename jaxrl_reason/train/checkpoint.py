@@ -56,27 +56,66 @@ def keys_to_data(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_prng_key(x) else x, tree)
 
 
+def _multiprocess() -> bool:
+    return jax.process_count() > 1
+
+
+def _replicated_everywhere() -> jax.sharding.NamedSharding:
+    """Fully replicated over every device of every process."""
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("all",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def _host_local(sharding: Any) -> bool:
+    """Whether a leaf has no layout Orbax can restore onto directly.
+
+    No sharding at all, or (multi-host) a single-device sharding: such an array lives on one
+    host only (e.g. a step counter or PRNG key made with ``jnp`` on each host).
+    """
+    if not isinstance(sharding, jax.sharding.Sharding):
+        return True
+    return _multiprocess() and isinstance(sharding, jax.sharding.SingleDeviceSharding)
+
+
+def _default_sharding() -> jax.sharding.Sharding:
+    # One process: the first local device. Several: replicated everywhere, then localised
+    # after the restore (each process keeps its own copy, as it had before the save).
+    if _multiprocess():
+        return _replicated_everywhere()
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
 def _abstract_leaf(x: Any) -> Any:
     """ShapeDtypeStruct (with sharding when known) for one leaf; key leaves -> key data."""
     sharding = getattr(x, "sharding", None)
+    if _host_local(sharding):
+        sharding = _default_sharding()
     if _is_prng_key(x):
         data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
         if isinstance(sharding, jax.sharding.NamedSharding):
-            extra = (None,) * (data.ndim - len(x.shape))
-            sharding = jax.sharding.NamedSharding(
-                sharding.mesh,
-                jax.sharding.PartitionSpec(
-                    *sharding.spec, *((None,) * (len(x.shape) - len(sharding.spec))), *extra
-                ),
-            )
-        elif sharding is not None and not isinstance(sharding, jax.sharding.SingleDeviceSharding):
-            sharding = None
+            # The key data has trailing dims the key array does not: leave them whole.
+            spec = tuple(sharding.spec) + (None,) * (data.ndim - len(tuple(sharding.spec)))
+            sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+        elif not isinstance(sharding, jax.sharding.SingleDeviceSharding):
+            sharding = _default_sharding()
         return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
-    if isinstance(sharding, jax.sharding.Sharding):
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
-    # No sharding given: restore replicated onto the first device (single-process default).
-    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=dev)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def _globalize(x: Any) -> Any:
+    """Multi-host saving needs global arrays: a host-local jax.Array (same value on every
+    host, e.g. the step) becomes a replicated global array."""
+    if _multiprocess() and isinstance(x, jax.Array) and x.is_fully_addressable:
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, _replicated_everywhere(), lambda i: host[i])
+    return x
+
+
+def _localize(x: Any) -> Any:
+    """A replicated global array -> this process's copy on its first local device."""
+    if _multiprocess() and isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x.addressable_data(0), jax.local_devices()[0])
+    return x
 
 
 def _key_impl(abstract_key: Any) -> Any:
@@ -138,6 +177,7 @@ class Checkpointer:
             ),
         )
         self._stop = threading.Event()
+        self._stopping = False
         self._signal_name: str | None = None
         self._previous_handlers: dict[int, Any] = {}
         if handle_signals:
@@ -165,8 +205,11 @@ class Checkpointer:
         self._stop.set()
 
     @property
-    def stop_requested(self) -> bool:
-        """True once a stop (signal or :meth:`request_stop`) was asked for, on any process."""
+    def signal_received(self) -> bool:
+        """This process got SIGTERM / SIGINT (or :meth:`request_stop`); not yet acted on."""
+        return self._stop.is_set()
+
+    def _poll_stop(self) -> bool:
         local = self._stop.is_set()
         if jax.process_count() > 1:
             # Hosts receive SIGTERM at different times; agree so all save the same step.
@@ -175,6 +218,14 @@ class Checkpointer:
             flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
             return bool(np.any(flags))
         return local
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`maybe_save` has acted on a stop request (signal or
+        :meth:`request_stop`, on any process): the state of that step is saved and the loop
+        should exit. Latched at the step boundary, so a signal arriving between
+        ``maybe_save`` and this check is handled (saved) at the next step, never skipped."""
+        return self._stopping
 
     def restore_signal_handlers(self) -> None:
         for sig, handler in self._previous_handlers.items():
@@ -198,7 +249,7 @@ class Checkpointer:
         return self._manager.save(
             int(step),
             args=args.Composite(
-                state=args.StandardSave(keys_to_data(state)),
+                state=args.StandardSave(jax.tree.map(_globalize, keys_to_data(state))),
                 meta=args.JsonSave(dict(metadata or {})),
             ),
             force=True,
@@ -207,9 +258,17 @@ class Checkpointer:
     def maybe_save(
         self, step: int, state: Any, metadata: Mapping[str, Any] | None = None, *, force=False
     ) -> bool:
-        """Saves at a step boundary when periodic, forced, or a stop was requested."""
-        if force or self.should_save(step) or self.stop_requested:
-            return self.save(step, state, metadata)
+        """Saves at a step boundary when periodic, forced, or a stop was requested.
+
+        Call once per step on every process (it is a collective on multi-host runs). After it,
+        :attr:`stop_requested` tells the loop whether to exit.
+        """
+        self._stopping = self._stopping or self._poll_stop()
+        if force or self.should_save(step) or self._stopping:
+            saved = self.save(step, state, metadata)
+            if self._stopping:
+                self.wait_until_finished()  # the process is about to exit
+            return saved
         return False
 
     def wait_until_finished(self) -> None:
@@ -238,12 +297,18 @@ class Checkpointer:
         """
         self.wait_until_finished()
         args = self._ocp.args
-        target = jax.tree.map(_abstract_leaf, abstract_state)
+        leaves, treedef = jax.tree.flatten(abstract_state)
+        target = jax.tree.unflatten(treedef, [_abstract_leaf(x) for x in leaves])
         out = self._manager.restore(
             int(step),
             args=args.Composite(state=args.StandardRestore(target), meta=args.JsonRestore()),
         )
-        state = _rewrap_keys(abstract_state, out["state"])
+        restored = treedef.flatten_up_to(out["state"])
+        restored = [
+            _localize(r) if _host_local(getattr(a, "sharding", None)) else r
+            for a, r in zip(leaves, restored, strict=True)
+        ]
+        state = _rewrap_keys(abstract_state, jax.tree.unflatten(treedef, restored))
         return Restored(int(step), state, dict(out["meta"] or {}))
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:

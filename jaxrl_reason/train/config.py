@@ -29,6 +29,7 @@ from typing import Any
 COMMON_KEYS: tuple[str, ...] = ("seed", "total_steps", "eval_every", "checkpoint_every")
 
 _TRUE = ("1", "true", "yes", "on")
+_PLACEHOLDER_DEFAULTS = {bool: False, int: 0, float: 0.0, str: ""}
 _FALSE = ("0", "false", "no", "off")
 
 
@@ -176,6 +177,16 @@ def apply_override(config, key: str, text: str) -> None:
                 )
     leaf = parts[-1]
     default = node[leaf]
+    if default is None:
+        # A typed placeholder (``config_dict.placeholder(int)``) is None until set: parse as
+        # its declared type; "None" keeps it unset.
+        declared = node.get_type(leaf)
+        if text.strip() == "None":
+            with node.unlocked():
+                node[leaf] = None
+            return
+        if declared in _PLACEHOLDER_DEFAULTS:
+            default = _PLACEHOLDER_DEFAULTS[declared]
     if isinstance(default, cd):
         raise ConfigError(
             f"--config.{key}: is a group of settings; set one of its fields, e.g. "

@@ -289,8 +289,14 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     """
 
     def init_fn(params):
-        zero = jnp.zeros([], jnp.int32)
-        return SkipNonFiniteState(inner.init(params), zero, zero, jnp.asarray(True))
+        # Distinct buffers per field: a jitted step may donate the state, and donating one
+        # buffer twice is an error.
+        return SkipNonFiniteState(
+            inner.init(params),
+            jnp.zeros([], jnp.int32),
+            jnp.zeros([], jnp.int32),
+            jnp.ones([], jnp.bool_),
+        )
 
     def update_fn(updates, state, params=None, *, loss=None, **extra):
         del extra

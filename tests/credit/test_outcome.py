@@ -3,7 +3,6 @@
 import functools
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -230,12 +229,17 @@ class RegistryAndValidationTest(chex.TestCase):
         with pytest.raises(ValueError, match=r"\[B, T\]"):
             credit.grpo(jnp.ones(3), jnp.ones(3), jnp.zeros(3, jnp.int32))
 
+    @chex.variants(with_jit=True, without_jit=True)
     def test_group_helpers(self):
-        idx = credit.group_index(jnp.array([40, -2, 40, 7, -2], jnp.int32))
-        np.testing.assert_array_equal(idx, [2, 0, 2, 1, 0])
-        mean, var, count = jax.jit(credit.group_moments)(
-            jnp.array([1.0, 5.0, 3.0, 9.0, 7.0]), jnp.array([40, -2, 40, 7, -2])
+        ids = jnp.array([40, -2, 40, 7, -2], jnp.int32)
+        np.testing.assert_array_equal(self.variant(credit.group_index)(ids), [2, 0, 2, 1, 0])
+        mean, var, count = self.variant(credit.group_moments)(
+            jnp.array([1.0, 5.0, 3.0, 9.0, 7.0]), ids
         )
         np.testing.assert_allclose(mean, [2, 6, 2, 9, 6])
         np.testing.assert_allclose(var, [2, 2, 2, 0, 2])
         np.testing.assert_allclose(count, [2, 2, 2, 1, 2])
+        scores = self.variant(credit.sequence_scores)(
+            jnp.array([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]]), jnp.array([[1, 1, 0], [0, 1, 1]])
+        )
+        np.testing.assert_allclose(scores, [3.0, 48.0])

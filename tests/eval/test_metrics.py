@@ -99,3 +99,13 @@ def test_summarize():
     assert out["mean_length"] == 15.0
     with pytest.raises(ValueError, match="k=8"):
         summarize([p1], ks=[8])
+
+
+def test_weighted_majority_vote():
+    from jaxrl_reason.eval import weighted_majority_vote
+
+    assert weighted_majority_vote(["a", "b", "b"], [0.9, 0.3, 0.4]) == "a"
+    assert weighted_majority_vote(["a", "b", "b"], [0.6, 0.3, 0.3]) == "a"  # tie: first seen
+    assert weighted_majority_vote(["a", "b", "b"], [0.5, 0.3, 0.3]) == "b"
+    with pytest.raises(ValueError, match="one weight per answer"):
+        weighted_majority_vote(["a"], [])

@@ -31,6 +31,11 @@ SAME = {
     "-3": ["-3", "\\(-3\\)", "$-3$"],
     "sqrt(2)": ["\\sqrt{2}", "$\\sqrt{2}$", "2^{1/2}"],
     "3/4": ["\\dfrac{3}{4}", "0.75", "\\boxed{\\tfrac{3}{4}}"],
+    "1024": ["\\boxed{2^{10}}", "1024", "$1{,}024$"],
+    "6": ["\\boxed{3!}", "6"],
+    "2*sqrt(2)": ["\\boxed{\\sqrt{8}}", "$2\\sqrt{2}$"],
+    "1/20": ["\\boxed{5\\%}", "0.05"],
+    "{1/2, 1}": ["\\boxed{\\{\\frac{2}{4},1\\}}", "$\\{0.5, 1\\}$"],
 }
 
 
@@ -112,3 +117,16 @@ def test_time_limit_cuts_a_slow_parse(monkeypatch):
     t = time.perf_counter()
     assert canonical_key("\\boxed{12345.678}", timeout_s=1) == NONE_KEY
     assert time.perf_counter() - t < 3.0
+
+
+def test_answer_tokens_of_the_last_box():
+    from jaxrl_reason.rewards.canonical import answer_token_mask, last_boxed_span
+
+    pieces = ["x \\boxed{1} so ", "\\boxed{", "\\frac", "{1}{", "2", "}", "}", " done"]
+    text = "".join(pieces)
+    span = last_boxed_span(text)
+    assert text[span[0] : span[1]] == "\\frac{1}{2}"
+    mask = answer_token_mask(pieces, span, length=10)
+    np.testing.assert_array_equal(mask, [0, 0, 1, 1, 1, 1, 0, 0, 0, 0])
+    assert last_boxed_span("no box") is None and last_boxed_span("\\boxed{12") is None
+    assert not answer_token_mask(pieces, None).any()

@@ -46,7 +46,7 @@ class VerpoTest(chex.TestCase):
         tm = jnp.array([1, 1, 1, 1, 0], bool)
         rm = jnp.array([1, 1, 1, 0], bool)
         batch = jnp.stack([p_pad, p_pad])
-        adv, r_turn, _ = verpo_advantages(
+        adv, r_turn, _ = jax.jit(verpo_advantages)(
             batch, row_mask=jnp.stack([rm, rm]), test_mask=jnp.stack([tm, tm])
         )
         np.testing.assert_allclose(adv[1, :3], [1.312609, -0.402539, -0.910070], **TOL)

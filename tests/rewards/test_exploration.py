@@ -1,6 +1,7 @@
 """Outcome-based exploration: worked example of the notes (section 1), resume, jit."""
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -201,3 +202,30 @@ class AnswerHistoryTest(chex.TestCase):
         for a, b in zip(got, want[7:], strict=True):
             np.testing.assert_array_equal(a, b)
         assert resumed.state_dict() == full.state_dict()
+
+
+def test_config_makes_a_history_with_its_cap():
+    h = ExplorationConfig(max_answers_per_prompt=2).make_history()
+    h.observe([0, 0, 0], ["a", "b", "c"])
+    assert len(h.counts(0)) == 2
+
+
+def test_batch_penalty_and_loo_match_python_on_random_groups():
+    pen_fn = jax.jit(batch_repetition_penalty)
+    ucb = jax.jit(ucb_bonus, static_argnames=("variant", "baseline"))
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(4), 4).astype(np.int32)[rng.permutation(16)]  # interleaved groups
+    for _ in range(20):
+        ids = rng.integers(0, 3, 16).astype(np.int32)
+        n = rng.integers(0, 9, 16)
+        pen = np.asarray(pen_fn(ids, g))
+        plain = np.asarray(ucb(n, variant="ucb_mean", group_ids=g, baseline="plain"))
+        loo = np.asarray(ucb(n, variant="ucb_mean", group_ids=g, baseline="loo"))
+        b = np.where(n > 0, 1 / np.sqrt(np.maximum(n, 1)), 1.0)
+        for i in range(16):
+            same = [j for j in range(16) if g[j] == g[i]]
+            want = -(sum(ids[j] == ids[i] for j in same) - 1) / len(same)
+            np.testing.assert_allclose(pen[i], want, atol=1e-7)
+            np.testing.assert_allclose(plain[i], b[i] - np.mean(b[same]), atol=1e-6)
+            others = [j for j in same if j != i]
+            np.testing.assert_allclose(loo[i], b[i] - np.mean(b[others]), atol=1e-6)

@@ -55,9 +55,9 @@ class SelfCertaintyTest(chex.TestCase):
         mask = jax.random.uniform(jax.random.PRNGKey(1), (4, 7)) > 0.3
         per_tok = per_token_self_certainty(logits)
         # independent numpy KL(U||p) = -(1/V) sum log(V p)
-        lp = np.asarray(
-            jax.nn.log_softmax(logits.astype(jnp.float64) if jax.config.jax_enable_x64 else logits)
-        )
+        z = np.asarray(logits, np.float64)
+        lp = z - z.max(-1, keepdims=True)
+        lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))  # float64 log-softmax
         kl_np = -np.mean(np.log(50.0) + lp, axis=-1)
         np.testing.assert_allclose(per_tok, kl_np, rtol=1e-5, atol=1e-5)
         got = self.variant(self_certainty_reward)(per_tok, mask)
@@ -101,7 +101,8 @@ class EmpoTest(chex.TestCase):
     def test_all_distinct_group_is_filtered_and_groups_are_separate(self):
         ids = jnp.array([0, 1, 2, 3, 4, 4, 4, 5])
         g = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
-        r, ent, keep = empo_rewards(ids, g)
+        empo = jax.jit(empo_rewards, static_argnames=("rule",))
+        r, ent, keep = empo(ids, g)
         np.testing.assert_array_equal(keep, [False] * 4 + [True] * 4)
         np.testing.assert_allclose(r, [0, 0, 0, 0, 0.75, 0.75, 0.75, 0.25], **TOL)
         np.testing.assert_allclose(ent[:4], math.log(4), **TOL)
@@ -110,11 +111,9 @@ class EmpoTest(chex.TestCase):
         ids = jnp.array([0, 0, 9, 9])
         g = jnp.zeros(4, jnp.int32)
         np.testing.assert_allclose(
-            empo_rewards(ids, g, valid, rule="verl")[0], [0.5, 0.5, 0.25, 0.25], **TOL
+            empo(ids, g, valid, rule="verl")[0], [0.5, 0.5, 0.25, 0.25], **TOL
         )
-        np.testing.assert_allclose(
-            empo_rewards(ids, g, valid, rule="trl")[0], [0.5, 0.5, 0.0, 0.0], **TOL
-        )
+        np.testing.assert_allclose(empo(ids, g, valid, rule="trl")[0], [0.5, 0.5, 0.0, 0.0], **TOL)
 
 
 class TtrlTest(chex.TestCase):
@@ -136,14 +135,15 @@ class TtrlTest(chex.TestCase):
         # two groups of 4 votes; train on the first 2 of each
         ids = jnp.array([3, 5, 5, 3, 8, 8, 1, 8])
         g = jnp.array([0, 0, 0, 0, 1, 1, 1, 1])
-        r, train, _ = ttrl_rewards(ids, g, n_train=2)
+        ttrl = jax.jit(ttrl_rewards, static_argnames=("n_train",))
+        r, train, _ = ttrl(ids, g, n_train=2)
         np.testing.assert_array_equal(r, [1, 0, 0, 1, 1, 1, 0, 1])
         np.testing.assert_array_equal(train, [1, 1, 0, 0, 1, 1, 0, 0])
         # interleaved groups: rank within group follows sample order
-        r, train, _ = ttrl_rewards(jnp.array([1, 2, 1, 2]), jnp.array([0, 1, 0, 1]), n_train=1)
+        r, train, _ = ttrl(jnp.array([1, 2, 1, 2]), jnp.array([0, 1, 0, 1]), n_train=1)
         np.testing.assert_array_equal(train, [1, 1, 0, 0])
         # "no answer" wins the vote: no pseudo-label, reward 0 everywhere
-        r, _, _ = ttrl_rewards(
+        r, _, _ = ttrl(
             jnp.array([0, 0, 1]), jnp.zeros(3, jnp.int32), jnp.array([False, False, True])
         )
         np.testing.assert_array_equal(r, [0, 0, 0])
@@ -175,3 +175,41 @@ class FormatLengthTest(chex.TestCase):
 
         with pytest.raises(ValueError, match="turning_point"):
             length_reward(jnp.array([0.1]), turning_point=1.0)
+
+
+def test_self_certainty_gradient_is_softmax_minus_uniform():
+    # d/dz [logsumexp(z) - mean(z) - log V] = softmax(z) - 1/V: the reference is differentiable
+    # and its gradient is what a kernel's backward pass must reproduce.
+    logits = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (2, 5, 11))
+    mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    g = jax.jit(jax.grad(lambda z: jnp.sum(self_certainty_from_logits(z, mask))))(logits)
+    n = mask.sum(-1, keepdims=True)[..., None]
+    want = (jax.nn.softmax(logits) - 1.0 / 11) * mask[..., None] / n
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-7)
+
+
+def test_ttrl_and_empo_match_python_references_on_random_groups():
+    from collections import Counter
+
+    ttrl = jax.jit(ttrl_rewards, static_argnames=("n_train",))
+    empo = jax.jit(empo_rewards, static_argnames=("rule",))
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(3), 5).astype(np.int32)  # 3 groups of 5, fixed shapes: one compile
+    for _ in range(25):
+        ids = rng.integers(0, 4, 15).astype(np.int32)
+        valid = ids != 0  # id 0 plays "no answer"
+        r, train, _ = ttrl(ids, g, valid, n_train=3)
+        r_e, ent, _ = empo(ids, g, valid, rule="trl")
+        for k in range(3):
+            a = [int(x) for x in ids[g == k]]
+            y = Counter(a).most_common(1)[0][0]  # TTRL's vote: ties to the first seen
+            want = [float(x == y and y != 0) for x in a]
+            np.testing.assert_array_equal(np.asarray(r)[g == k], want)
+            np.testing.assert_array_equal(np.asarray(train)[g == k], [1, 1, 1, 0, 0])
+            # EMPO TRL rule: cluster frequency, "no answer" earns 0, all-distinct filtered
+            freq = Counter(a)
+            p = np.array([freq[x] / 5 for x in a])
+            h = -sum(c / 5 * np.log(c / 5) for c in freq.values())
+            np.testing.assert_allclose(np.asarray(ent)[g == k], h, atol=1e-6)
+            want_e = np.where(np.array(a) != 0, p, 0.0) * (h < np.log(5))
+            np.testing.assert_allclose(np.asarray(r_e)[g == k], want_e, atol=1e-6)

@@ -30,6 +30,7 @@ CONFIG_SRC = textwrap.dedent(
         c.train.loss = "ppo_clip"
         c.train.layer_ids = (0, 1)
         c.train.note = None
+        c.train.max_len = ml_collections.config_dict.placeholder(int)
         c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))
         if variant == "big":
             c.rollout.batch_prompts = 64
@@ -67,6 +68,13 @@ def test_overrides_parse_as_the_default_type(cfg_path):
     assert c.rollout.stop == ("a", "b")
     assert c.train.note == 3
     assert c.train.learning_rate == 1.0 and isinstance(c.train.learning_rate, float)
+
+
+def test_typed_placeholder_parses_as_its_type(cfg_path):
+    assert load_config(cfg_path, ["--config.train.max_len=64"]).train.max_len == 64
+    assert load_config(cfg_path, ["--config.train.max_len=None"]).train.max_len is None
+    with pytest.raises(ConfigError, match="train.max_len='long': expected an int"):
+        load_config(cfg_path, ["--config.train.max_len=long"])
 
 
 def test_config_variant_argument(cfg_path):

@@ -1,0 +1,1 @@
+"""Scripts for Cloud TPU VMs / pod slices (and the GPU guide): see docs/scaling.md."""
