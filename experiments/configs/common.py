@@ -86,8 +86,32 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.last_k = 1
 
     c.reward = ml_collections.ConfigDict()
-    c.reward.weights = ml_collections.ConfigDict({"correct": 1.0})
+    # Every component a run can mix in, by weight (0 = off; see jaxrl_reason/train/rewarding.py
+    # and jaxrl_reason/rewards/mix.py). Listing them all lets `--config.reward.weights.X=w`
+    # switch any one on from the command line.
+    c.reward.weights = ml_collections.ConfigDict(
+        {
+            "correct": 1.0,
+            "format": 0.0,
+            "overlong": 0.0,
+            "length": 0.0,
+            "explore": 0.0,
+            "batch_penalty": 0.0,
+            "ttrl": 0.0,
+            "empo": 0.0,
+            "self_certainty": 0.0,
+        }
+    )
     c.reward.overlong_buffer = 8
+
+    # Outcome-based exploration (used when reward.weights.explore > 0; the weight is c).
+    c.explore = ml_collections.ConfigDict()
+    c.explore.variant = "ucb_con"
+    c.explore.b0 = 0.5
+    c.explore.baseline = "plain"
+    c.explore.include_current = True
+    c.explore.gate_all_correct = False
+    c.explore.max_answers_per_prompt = 64
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_prompts = 100

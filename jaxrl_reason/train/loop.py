@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxrl_reason import credit
+from jaxrl_reason import credit, kernels
+from jaxrl_reason.train import rewarding
 from jaxrl_reason.train import step as step_lib
 
 Array = jax.Array
@@ -185,12 +186,16 @@ class Trainer:
         self.train_task = build_task(config.task, "train")
         self.eval_task = build_task(config.task, "test")
         self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
+        weights = {k: float(v) for k, v in config.reward.weights.items() if v}
         self.rewarder = RewardMixer(
-            dict(config.reward.weights),
+            weights,
             fmt=config.task.get("verify_format", "auto"),
             overlong_buffer=config.reward.get("overlong_buffer", 16),
         )
         self.loss_cfg = loss_config(config, self.model.config.num_layers)
+        self.extra_names = [n for n in weights if n in rewarding.EXTRA_COMPONENTS]
+        self.explore_cfg = rewarding.exploration_config(config) if "explore" in weights else None
+        self.history = self.explore_cfg.make_history() if self.explore_cfg else None
         self.use_value_head = bool(config.algo.get("value_head", False))
         value_head = (
             step_lib.init_value_head(self.model.config.hidden_size) if self.use_value_head else None
@@ -219,10 +224,19 @@ class Trainer:
                 self.state = restored.state
                 self.step = int(restored.step)
                 self.data.restore(restored.metadata["data"])
+                if self.history is not None and "answer_history" in restored.metadata:
+                    from jaxrl_reason.rewards.exploration import AnswerHistory
+
+                    self.history = AnswerHistory.from_state_dict(
+                        restored.metadata["answer_history"]
+                    )
         self.ref_params = params if self.loss_cfg.kl_coef > 0 else None
         num_micro = mini // config.train.micro_batch_size
         update = step_lib.make_update_fn(
-            self.graphdef, self.optimizer.tx, self.loss_cfg, num_micro,
+            self.graphdef,
+            self.optimizer.tx,
+            self.loss_cfg,
+            num_micro,
             with_value_head=self.use_value_head,
         )
         self._update = jax.jit(update, donate_argnums=(0, 1, 2))
@@ -287,6 +301,26 @@ class Trainer:
         return jax.jit(fn)
 
     @functools.cached_property
+    def _self_certainty_fn(self):
+        def fn(params, rest, batch):
+            model = nnx.merge(self.graphdef, params, rest)
+            h = step_lib.response_hidden(
+                model, batch["prompt_tokens"], batch["prompt_mask"], batch["response"]
+            )
+            _, _, sc = kernels.token_logprob(
+                h,
+                model.lm_head_weight(),
+                batch["response"],
+                temperature=self.loss_cfg.temperature,
+                impl=self.loss_cfg.kernel_impl,
+                with_self_certainty=True,
+            )
+            m = batch["response_mask"]
+            return (sc * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+
+        return jax.jit(fn)
+
+    @functools.cached_property
     def _ref_logprobs_fn(self):
         def fn(params, rest, batch):
             model = nnx.merge(self.graphdef, params, rest)
@@ -305,7 +339,9 @@ class Trainer:
         t0 = time.perf_counter()
         examples = next(self.data)
         ro = self.sample(
-            examples, self.step_key(step), n=cfg.rollout.n_samples,
+            examples,
+            self.step_key(step),
+            n=cfg.rollout.n_samples,
             temperature=cfg.rollout.temperature,
         )
         ro = jax.tree.map(np.asarray, ro)
@@ -315,16 +351,52 @@ class Trainer:
         from jaxrl_reason.rewards.mix import RewardInputs
 
         texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
-        answers = [examples[g].answer for g in ro.group_ids]
+        row_examples = [examples[g] for g in ro.group_ids]
+        answers = [e.answer for e in row_examples]
+        # The verifier's outcome is always measured (the accuracy metric, the exploration
+        # gate); it enters the reward only if ``reward.weights`` names ``correct``.
+        correct = self.train_task.verify_batch(texts, row_examples)
+        extra = {"correct": correct}
+        keys = None
+        if self.extra_names or cfg.eval.get("n_samples", 0):
+            keys = rewarding.answer_keys(texts)
+        if self.extra_names:
+            sc = None
+            if "self_certainty" in self.extra_names:
+                sc = np.asarray(
+                    self._self_certainty_fn(
+                        self.state["params"],
+                        self.rest,
+                        {
+                            "prompt_tokens": ro.prompt_tokens,
+                            "prompt_mask": ro.prompt_mask,
+                            "response": ro.tokens,
+                            "response_mask": ro.response_mask.astype(np.float32),
+                        },
+                    )
+                )
+            extra.update(
+                rewarding.extra_components(
+                    self.extra_names,
+                    keys=keys,
+                    prompt_ids=[e.id for e in row_examples],
+                    group_ids=ro.group_ids,
+                    correct=correct,
+                    history=self.history,
+                    explore_cfg=self.explore_cfg,
+                    self_certainty=sc,
+                )
+            )
         total, comps = self.rewarder(
             RewardInputs(
-                responses=texts, answers=answers, lengths=ro.lengths,
-                group_ids=ro.group_ids, max_len=cfg.rollout.max_new_tokens,
-            )
+                responses=texts,
+                answers=answers,
+                lengths=ro.lengths,
+                group_ids=ro.group_ids,
+                max_len=cfg.rollout.max_new_tokens,
+            ),
+            extra=extra,
         )
-        correct = comps.get("correct")
-        if correct is None:
-            correct = self.train_task.verify_batch(texts, [examples[g] for g in ro.group_ids])
         times.reward_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -355,7 +427,11 @@ class Trainer:
         mini = cfg.train.mini_batch_size
         perm_key = np.random.default_rng([cfg.seed, step, 1])
         for _ in range(cfg.train.ppo_epochs):
-            order = perm_key.permutation(n_rows) if cfg.train.get("shuffle", True) else np.arange(n_rows)
+            order = (
+                perm_key.permutation(n_rows)
+                if cfg.train.get("shuffle", True)
+                else np.arange(n_rows)
+            )
             for start in range(0, n_rows, mini):
                 idx = order[start : start + mini]
                 mb = {k: v[idx] for k, v in batch.items()}
@@ -372,7 +448,12 @@ class Trainer:
         out: dict[str, float] = {}
         for k in metrics_acc[0]:
             out[k] = float(np.mean([m[k] for m in metrics_acc]))
-        out.update({k: float(v) for k, v in jax.device_get(nonfinite_stats(self.state["opt_state"])).items()})
+        out.update(
+            {
+                k: float(v)
+                for k, v in jax.device_get(nonfinite_stats(self.state["opt_state"])).items()
+            }
+        )
         n_tokens = float(mask.sum())
         out.update(
             {
@@ -398,6 +479,16 @@ class Trainer:
         )
         for name, v in comps.items():
             out[f"reward/{name}"] = float(np.mean(v))
+        if keys is not None:
+            from jaxrl_reason.eval import distinct_answers
+
+            per_group = [
+                [k for k, g in zip(keys, ro.group_ids, strict=True) if g == j]
+                for j in range(len(examples))
+            ]
+            out["distinct_answers"] = float(
+                np.mean([distinct_answers(a, exclude=("<none>",)) for a in per_group])
+            )
         self._last_samples = [
             {"prompt": examples[g].prompt, "response": t, "reward": float(r), "answer": a}
             for g, t, r, a in list(zip(ro.group_ids, texts, total, answers, strict=True))[:4]
@@ -421,7 +512,8 @@ class Trainer:
         for i in range(0, len(examples), bs):
             chunk = examples[i : i + bs]
             ro = jax.tree.map(
-                np.asarray, self.sample(chunk, self.step_key(step, 7), n=1, temperature=1.0, greedy=True)
+                np.asarray,
+                self.sample(chunk, self.step_key(step, 7), n=1, temperature=1.0, greedy=True),
             )
             texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
             greedy_correct.extend(self.eval_task.verify_batch(texts, chunk).tolist())
@@ -439,7 +531,9 @@ class Trainer:
                 chunk = examples[i : i + chunk_size]
                 ro = jax.tree.map(
                     np.asarray,
-                    self.sample(chunk, self.step_key(step, 8 + i), n=n, temperature=cfg.temperature),
+                    self.sample(
+                        chunk, self.step_key(step, 8 + i), n=n, temperature=cfg.temperature
+                    ),
                 )
                 texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
                 ok = self.eval_task.verify_batch(texts, [chunk[g] for g in ro.group_ids])
@@ -455,7 +549,11 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def checkpoint_metadata(self) -> dict[str, Any]:
-        return {"data": self.data.state(), "step": self.step}
+        """JSON state saved beside the arrays: data position and the answer history."""
+        meta: dict[str, Any] = {"data": self.data.state(), "step": self.step}
+        if self.history is not None:
+            meta["answer_history"] = self.history.state_dict()
+        return meta
 
     def run(self, writer=None) -> list[dict[str, float]]:
         """Trains until ``total_steps`` (or a stop signal); returns the metrics rows written."""

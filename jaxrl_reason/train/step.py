@@ -113,7 +113,10 @@ def sequence_logprobs(model: nnx.Module, batch: Batch, cfg: LossConfig):
         frozen_layers=cfg.frozen_layers,
     )
     logp, ent = kernels.token_logprob(
-        h, model.lm_head_weight(), batch["response"], temperature=cfg.temperature,
+        h,
+        model.lm_head_weight(),
+        batch["response"],
+        temperature=cfg.temperature,
         impl=cfg.kernel_impl,
     )
     return logp, ent, h
@@ -147,14 +150,20 @@ def rl_loss(model: nnx.Module, value_head: Any, batch: Batch, cfg: LossConfig):
     if cfg.entropy_coef:
         loss = loss - cfg.entropy_coef * entropy
     if "ref_logprobs" in batch:
-        kl = losses.aggregate(losses.kl(logp, batch["ref_logprobs"], cfg.kl_kind), mask, cfg.agg_mode)
+        kl = losses.aggregate(
+            losses.kl(logp, batch["ref_logprobs"], cfg.kl_kind), mask, cfg.agg_mode
+        )
         metrics["actor/kl"] = kl
         if cfg.kl_coef:
             loss = loss + cfg.kl_coef * kl
     if value_head is not None:
         values = value_forward(value_head, h)
         vloss, vmetrics = losses.value_loss(
-            values, batch["returns"], batch["old_values"], mask, cliprange_value=cfg.value_clip,
+            values,
+            batch["returns"],
+            batch["old_values"],
+            mask,
+            cliprange_value=cfg.value_clip,
             agg_mode=cfg.agg_mode,
         )
         metrics.update({f"critic/{k}": v for k, v in vmetrics.items()})
@@ -166,9 +175,7 @@ def rl_loss(model: nnx.Module, value_head: Any, batch: Batch, cfg: LossConfig):
 
 def value_forward(value_head: dict[str, Array], hidden: Array) -> Array:
     """Linear value head on hidden states: ``[B, R, D] -> [B, R]`` float32."""
-    return (
-        jnp.einsum("brd,d->br", hidden.astype(jnp.float32), value_head["w"]) + value_head["b"]
-    )
+    return jnp.einsum("brd,d->br", hidden.astype(jnp.float32), value_head["w"]) + value_head["b"]
 
 
 def init_value_head(hidden_size: int) -> dict[str, Array]:

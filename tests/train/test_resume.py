@@ -10,7 +10,9 @@ import pytest
 from jaxrl_reason.train.config import load_config
 from jaxrl_reason.train.loop import run_experiment
 
-CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs", "tiny_debug.py")
+CONFIG = os.path.join(
+    os.path.dirname(__file__), "..", "..", "experiments", "configs", "tiny_debug.py"
+)
 # Wall-clock measurements differ between any two runs; everything else must be identical.
 TIMING_PREFIXES = ("time/", "throughput/")
 

@@ -99,8 +99,10 @@ def test_update_applies_ppo_gradient_and_micro_batches_agree(tiny):
         params
     )
     np.testing.assert_allclose(
-        p1["final_norm"][...], params["final_norm"][...] - 1e-2 * g["final_norm"][...],
-        rtol=1e-5, atol=1e-7,
+        p1["final_norm"][...],
+        params["final_norm"][...] - 1e-2 * g["final_norm"][...],
+        rtol=1e-5,
+        atol=1e-7,
     )
 
 

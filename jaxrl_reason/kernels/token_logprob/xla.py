@@ -10,7 +10,6 @@ The last chunk is not padded (padding ``lm_head`` would copy it): its start is c
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -1,0 +1,73 @@
+"""The loop's pieces on tiny_debug: reward components, exploration state in checkpoints."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxrl_reason.train import rewarding
+from jaxrl_reason.train.config import ConfigError, load_config
+from jaxrl_reason.train.loop import outcome_token_rewards, run_experiment
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs")
+
+
+def test_outcome_token_rewards_on_last_token():
+    r = outcome_token_rewards(np.array([1.0, 0.5, 2.0]), np.array([3, 1, 0]), 4)
+    np.testing.assert_array_equal(r, [[0, 0, 1.0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]])
+
+
+def test_extra_components_hand_values():
+    # One group of 4: answers 5, 5, 7, none.
+    keys = ["5", "5", "7", "<none>"]
+    gids = np.zeros(4, np.int32)
+    out = rewarding.extra_components(
+        ["batch_penalty", "ttrl"], keys=keys, prompt_ids=["p"] * 4, group_ids=gids, correct=None
+    )
+    # -(#same in group - 1) / G, G = 4.
+    np.testing.assert_allclose(out["batch_penalty"], [-0.25, -0.25, 0.0, 0.0])
+    # Majority answer "5": agreement 1 for the two 5s.
+    np.testing.assert_allclose(out["ttrl"], [1.0, 1.0, 0.0, 0.0])
+    cfg = load_config(os.path.join(CONFIGS, "smollm2_arith_grpo_explore.py"))
+    ecfg = rewarding.exploration_config(cfg)
+    hist = ecfg.make_history()
+    b = rewarding.extra_components(
+        ["explore"], keys=keys, prompt_ids=["p"] * 4, group_ids=gids, correct=None,
+        history=hist, explore_cfg=ecfg,
+    )["explore"]
+    # UCB-Con with counts including the batch: min(1, sqrt(1/N)) - b0.
+    np.testing.assert_allclose(b, [np.sqrt(0.5) - 0.5, np.sqrt(0.5) - 0.5, 0.5, 0.5], rtol=1e-6)
+
+
+def test_bad_config_fails_before_compiling():
+    with pytest.raises(ConfigError, match="rollout.n_sample"):
+        load_config(os.path.join(CONFIGS, "tiny_debug.py"), ["--config.rollout.n_sample=3"])
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        load_config(os.path.join(CONFIGS, "tiny_debug.py"), ["--config.train.micro_batch_size=3"])
+
+
+@pytest.mark.slow
+def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
+    cfg = load_config(
+        os.path.join(CONFIGS, "tiny_debug.py"),
+        ["--config.reward.weights.explore=0.2", "--config.reward.weights.ttrl=0.5"],
+    )
+    rows = run_experiment(cfg, str(tmp_path))
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert {"reward/explore", "reward/ttrl", "accuracy", "loss", "kl", "entropy"} <= set(r)
+        assert "distinct_answers" in r
+    assert "eval/accuracy" in rows[-1] and "eval/pass@2" in rows[-1]
+    files = set(os.listdir(tmp_path))
+    assert {"config.json", "metrics.jsonl", "samples.jsonl", "plots", "tensorboard"} <= files
+    assert any(f.endswith(".png") for f in os.listdir(tmp_path / "plots"))
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["reward"]["weights"]["explore"] == 0.2
+    # The answer history is part of the checkpoint: 2 prompts per step x 2 steps seen.
+    import orbax.checkpoint as ocp
+
+    mgr = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
+    meta = mgr.restore(2, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    mgr.close()
+    assert "answer_history" in meta and "data" in meta
