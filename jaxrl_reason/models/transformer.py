@@ -287,6 +287,13 @@ class Transformer(nnx.Module):
                 )
             idx = cache.index
             S = cache.k.shape[2]
+            # dynamic_update_slice clamps out-of-range writes (silently overwriting the last
+            # slots), so reject overflow wherever the index is known at trace time.
+            if T > S or (not isinstance(idx, jax.core.Tracer) and int(idx) + T > S):
+                raise ValueError(
+                    f"KV cache overflow: writing {T} tokens at index {idx} into S_max={S} "
+                    "slots; allocate a larger cache (KVCache.init(..., max_len))."
+                )
             key_mask = jax.lax.dynamic_update_slice(cache.key_mask, mask, (0, idx))
             q_slot = idx + jnp.arange(T)
             allowed = (jnp.arange(S)[None, None, :] <= q_slot[None, :, None]) & key_mask[:, None, :]

@@ -165,3 +165,7 @@ def test_shape_errors_are_clear():
         model(jnp.zeros((3,), jnp.int32))
     with pytest.raises(ValueError, match="cache.k has shape"):
         model(jnp.zeros((2, 3), jnp.int32), cache=KVCache.init(model.config, 1, 8))
+    cache = KVCache.init(model.config, 2, 4)
+    _, cache = model(jnp.zeros((2, 3), jnp.int32), cache=cache)
+    with pytest.raises(ValueError, match="KV cache overflow"):
+        model(jnp.zeros((2, 2), jnp.int32), cache=cache)
