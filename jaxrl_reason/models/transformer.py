@@ -323,8 +323,15 @@ class Transformer(nnx.Module):
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         if return_hidden:
             out = x
+        elif cfg.tie_word_embeddings:
+            # Contract with the [V, D] table directly: materialising embed.T would copy the
+            # whole table (113 MB for SmolLM2) on every decode step.
+            out = jnp.einsum(
+                "btd,vd->btv", x, self.embed[...].astype(dt), preferred_element_type=jnp.float32
+            )
         else:
-            out = jnp.dot(
-                x, self.lm_head_weight().astype(dt), preferred_element_type=jnp.float32
-            ).astype(jnp.float32)
+            out = jnp.einsum(
+                "btd,dv->btv", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32
+            )
+        out = out.astype(jnp.float32) if not return_hidden else out
         return out if new_cache is None else (out, new_cache)
