@@ -19,6 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 10
     c.eval_at_start = True
     c.max_checkpoints = 2
+    c.export = True  # write the final policy as an HF checkpoint to <workdir>/export
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "smollm2-135m-instruct"
@@ -48,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.temperature = 1.0
     c.rollout.top_k = 0
     c.rollout.top_p = 1.0
+    # Prompts are left-padded to a multiple of this (fewer recompiles vs less padding: the
+    # train step pays for every padded prompt column too).
+    c.rollout.prompt_bucket = 16
 
     c.algo = ml_collections.ConfigDict()
     c.algo.estimator = "grpo"

@@ -268,6 +268,7 @@ class Trainer:
             greedy=greedy,
             n=n,
             stop_token_ids=tuple(self.stop_ids()),
+            prompt_bucket=self.config.rollout.get("prompt_bucket", 16),
         )
         return sample(self.policy(), tokens, mask, key, cfg)
 
@@ -555,6 +556,15 @@ class Trainer:
             meta["answer_history"] = self.history.state_dict()
         return meta
 
+    def export(self, path: str | None = None) -> str:
+        """Writes the current policy as a Hugging Face checkpoint (config.json + safetensors +
+        tokenizer) that :func:`jaxrl_reason.models.load_pretrained` and transformers load."""
+        from jaxrl_reason.models import save_pretrained
+
+        path = path or os.path.join(self.workdir, "export")
+        save_pretrained(self.policy(), self.tokenizer, path)
+        return path
+
     def run(self, writer=None) -> list[dict[str, float]]:
         """Trains until ``total_steps`` (or a stop signal); returns the metrics rows written."""
         from jaxrl_reason.train.logging import RunWriter, progress_bar, update_bar
@@ -587,6 +597,11 @@ class Trainer:
                     self.ckpt.save(s, self.state, self.checkpoint_metadata())
                 if stop:
                     break
+            if self.step >= cfg.total_steps and cfg.get("export", True):
+                from jaxrl_reason.parallel import is_main_process
+
+                if is_main_process():
+                    self.export()
         finally:
             bar.close()
             self.ckpt.wait_until_finished()

@@ -71,3 +71,13 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     meta = mgr.restore(2, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     mgr.close()
     assert "answer_history" in meta and "data" in meta
+    # The final policy is exported in HF layout and loads back with the same logits.
+
+    from jaxrl_reason.models import load_pretrained
+    from jaxrl_reason.train.loop import Trainer
+
+    exported, tok = load_pretrained(str(tmp_path / "export"))
+    assert tok is not None
+    trainer = Trainer(cfg, str(tmp_path), resume=True)
+    tokens = np.arange(10, dtype=np.int32).reshape(2, 5)
+    np.testing.assert_allclose(exported(tokens), trainer.policy()(tokens), rtol=1e-5, atol=1e-5)
