@@ -27,4 +27,5 @@ def get_config():
     c.eval.num_prompts = 500
     c.eval.n_samples = 8
     c.eval.ks = (1, 8)
+    c.optim.trainable = "all"
     return c

@@ -20,4 +20,5 @@ def get_config():
     c.eval.n_samples = 2
     c.eval.ks = (1, 2)
     c.optim.learning_rate = 1e-3
+    c.optim.trainable = "all"
     return c
