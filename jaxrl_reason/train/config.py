@@ -1,0 +1,377 @@
+"""Experiment configs: Python files with ``get_config() -> ml_collections.ConfigDict``.
+
+The JAX convention (flax examples, big_vision): a config is code, so it can compute derived
+values and share pieces; the command line overrides leaves with ``--config.key=value``. Every
+override is parsed against the type of the default it replaces and the whole config is
+validated *before* anything compiles, so a typo costs a second, not a compilation.
+
+A launcher does::
+
+    args = parse_flags(sys.argv[1:])           # --config PATH --workdir DIR [--resume] ...
+    config = load_config(args.config, args.overrides)
+    validate(config, num_devices=jax.device_count())
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+# Keys every experiment config defines (``shared/DESIGN.md`` §6, issue 5).
+COMMON_KEYS: tuple[str, ...] = ("seed", "total_steps", "eval_every", "checkpoint_every")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A config or override that cannot run; the message names the field and the fix."""
+
+
+def _config_dict_cls():
+    import ml_collections
+
+    return ml_collections.ConfigDict
+
+
+def load_config_file(path: str | os.PathLike):
+    """Imports a Python config file and returns its ``get_config()``.
+
+    ``path`` may end in ``:ARG`` (``configs/x.py:small``), passed as ``get_config("small")``,
+    the ``ml_collections.config_flags`` convention for config variants.
+    """
+    path = os.fspath(path)
+    arg = None
+    if ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config {path}: no such file")
+    name = "_jaxrl_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config {path}: the file must define get_config()")
+    config = module.get_config() if arg is None else module.get_config(arg)
+    if not isinstance(config, _config_dict_cls()):
+        raise ConfigError(
+            f"--config {path}: get_config() returned {type(config).__name__}, "
+            "expected ml_collections.ConfigDict"
+        )
+    return config
+
+
+def _leaf_paths(config, prefix: str = "") -> list[str]:
+    cd = _config_dict_cls()
+    out = []
+    for key in config.keys():
+        value = config[key]
+        path = f"{prefix}{key}"
+        if isinstance(value, cd):
+            out.append(path)
+            out.extend(_leaf_paths(value, path + "."))
+        else:
+            out.append(path)
+    return out
+
+
+def _unknown_key_error(config, key: str, missing: str) -> ConfigError:
+    paths = _leaf_paths(config)
+    close = difflib.get_close_matches(key, paths, n=3, cutoff=0.6)
+    if not close:  # a typo in the last part only: compare leaf names
+        leaf = key.rsplit(".", 1)[-1]
+        close = [p for p in paths if difflib.get_close_matches(leaf, [p.rsplit(".", 1)[-1]])][:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"--config.{key}: unknown key {missing!r}{hint}")
+
+
+def parse_value(field: str, text: str, default: Any) -> Any:
+    """Parses the override ``text`` for ``field`` as the type of its ``default``.
+
+    Rules: ``bool`` accepts true/false/1/0/yes/no/on/off; ``int`` rejects fractions; ``float``
+    accepts ints; ``str`` takes the text as is; ``tuple`` / ``list`` parse a Python literal
+    (``"(1,2)"``, ``"[a, b]"`` of bare words becomes strings) and check each element against
+    the default's element type; a ``None`` default takes a Python literal or the raw string.
+
+    Raises:
+      ConfigError: naming the field, the value and the expected type.
+    """
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"--config.{field}={text!r}: expected {expected}")
+
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise bad("a bool (true/false)")
+    if isinstance(default, int):
+        try:
+            return int(text.strip().replace("_", ""))
+        except ValueError:
+            raise bad("an int") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise bad("a float") from None
+    if isinstance(default, str):
+        return text
+    if isinstance(default, tuple | list):
+        body = text.strip()
+        try:
+            value = ast.literal_eval(body)
+        except (ValueError, SyntaxError):
+            inner = body.strip("()[]")
+            value = [v.strip() for v in inner.split(",") if v.strip()]
+        if not isinstance(value, tuple | list):
+            value = [value]
+        if default:
+            elem = default[0]
+            try:
+                value = [
+                    parse_value(f"{field}[{i}]", str(v), elem) if isinstance(v, str) else v
+                    for i, v in enumerate(value)
+                ]
+            except ConfigError:
+                raise bad(f"a sequence of {type(elem).__name__}") from None
+            for v in value:
+                ok = isinstance(v, type(elem)) or (
+                    isinstance(elem, float) and isinstance(v, int) and not isinstance(v, bool)
+                )
+                if not ok:
+                    raise bad(f"a sequence of {type(elem).__name__}")
+        return type(default)(value)
+    if default is None:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    raise bad(f"a value of type {type(default).__name__} (set it in the config file)")
+
+
+def apply_override(config, key: str, text: str) -> None:
+    """Sets ``config.<key>`` (dotted) from the string ``text``, type-checked (in place)."""
+    cd = _config_dict_cls()
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts):
+        if part not in node:
+            raise _unknown_key_error(config, key, ".".join(parts[: i + 1]))
+        if i < len(parts) - 1:
+            node = node[part]
+            if not isinstance(node, cd):
+                raise ConfigError(
+                    f"--config.{key}: {'.'.join(parts[: i + 1])} is a value, not a group"
+                )
+    leaf = parts[-1]
+    default = node[leaf]
+    if isinstance(default, cd):
+        raise ConfigError(
+            f"--config.{key}: is a group of settings; set one of its fields, e.g. "
+            f"--config.{key}.{next(iter(default.keys()), 'x')}=..."
+        )
+    value = parse_value(key, text, default)
+    with node.unlocked():
+        node[leaf] = value
+
+
+def split_override(arg: str) -> tuple[str, str]:
+    """``"--config.a.b=3"`` / ``"config.a.b=3"`` / ``"a.b=3"`` -> ``("a.b", "3")``."""
+    body = arg[2:] if arg.startswith("--") else arg
+    if body.startswith("config."):
+        body = body[len("config.") :]
+    if "=" not in body:
+        raise ConfigError(f"override {arg!r}: expected --config.KEY=VALUE")
+    key, value = body.split("=", 1)
+    if not key:
+        raise ConfigError(f"override {arg!r}: empty key")
+    return key, value
+
+
+def load_config(
+    path: str | os.PathLike, overrides: Iterable[str] = (), *, validate_config: bool = True
+):
+    """Loads a config file, applies ``--config.key=value`` overrides and validates.
+
+    Args:
+      path: a Python file defining ``get_config()`` (optionally ``path:arg``).
+      overrides: strings ``--config.a.b=value`` (the ``--config.`` prefix is optional).
+      validate_config: run :func:`validate` (without a device count; call it again with
+        ``num_devices`` once JAX is up to check the mesh).
+
+    Returns:
+      The ``ConfigDict``, locked (so later attribute typos raise instead of adding keys).
+    """
+    config = load_config_file(path)
+    for arg in overrides:
+        key, value = split_override(arg)
+        apply_override(config, key, value)
+    if validate_config:
+        validate(config)
+    config.lock()
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: cross-field rules, run before anything compiles.
+
+_VALIDATORS: list[Callable[..., None]] = []
+
+
+def register_validator(fn: Callable[..., None]) -> Callable[..., None]:
+    """Adds ``fn(config, num_devices: int | None)`` to the rules :func:`validate` runs.
+
+    A validator raises :class:`ConfigError` naming the field(s) and the fix; it must skip
+    quietly when the fields it checks are absent (configs differ in what they contain).
+    """
+    _VALIDATORS.append(fn)
+    return fn
+
+
+def _has(config, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _get(config, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+@register_validator
+def _check_common_keys(config, num_devices):
+    for key in COMMON_KEYS:
+        if key not in config:
+            raise ConfigError(f"config.{key} is missing: every experiment config must set it")
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config.{key}={value!r}: expected an int")
+        if value < 0:
+            raise ConfigError(f"config.{key}={value}: must be >= 0")
+    if config.total_steps < 1:
+        raise ConfigError(f"config.total_steps={config.total_steps}: must be >= 1")
+
+
+@register_validator
+def _check_batch_division(config, num_devices):
+    if not (_has(config, "rollout.batch_prompts") and _has(config, "rollout.n_samples")):
+        return
+    rollouts = config.rollout.batch_prompts * config.rollout.n_samples
+    if rollouts < 1:
+        raise ConfigError(f"rollout.batch_prompts * rollout.n_samples = {rollouts}: must be >= 1")
+    for key in ("train.micro_batch_size", "train.mini_batch_size"):
+        if _has(config, key):
+            size = _get(config, key)
+            if size < 1 or rollouts % size:
+                raise ConfigError(
+                    f"{key}={size} must divide rollout.batch_prompts * rollout.n_samples = "
+                    f"{config.rollout.batch_prompts} * {config.rollout.n_samples} = {rollouts}"
+                )
+    if _has(config, "train.micro_batch_size") and _has(config, "train.mini_batch_size"):
+        micro, mini = config.train.micro_batch_size, config.train.mini_batch_size
+        if mini % micro:
+            raise ConfigError(
+                f"train.micro_batch_size={micro} must divide train.mini_batch_size={mini}"
+            )
+
+
+@register_validator
+def _check_mesh(config, num_devices):
+    if "mesh" not in config:
+        return
+    from jaxrl_reason.parallel.mesh import MeshConfigError, resolve_mesh_shape
+
+    try:
+        if num_devices is None:
+            # Without a device count, still check each size and the single -1.
+            sizes = [config.mesh.get(a, 1) for a in ("data", "fsdp", "tensor")]
+            ok = [s for s in sizes if isinstance(s, int) and not isinstance(s, bool) and s > 0]
+            resolve_mesh_shape(config.mesh, math.prod(ok))
+        else:
+            shape = resolve_mesh_shape(config.mesh, num_devices)
+            data_ways = shape[0] * shape[1]
+            if _has(config, "train.micro_batch_size"):
+                micro = config.train.micro_batch_size
+                if micro % data_ways:
+                    raise ConfigError(
+                        f"train.micro_batch_size={micro} must be divisible by mesh.data * "
+                        f"mesh.fsdp = {data_ways} (each device gets a whole share of a batch)"
+                    )
+    except MeshConfigError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate(config, *, num_devices: int | None = None) -> None:
+    """Runs every registered cross-field rule; raises :class:`ConfigError` on the first.
+
+    Args:
+      config: the experiment ``ConfigDict``.
+      num_devices: ``jax.device_count()`` when known: enables the mesh-covers-devices and
+        batch-splits-over-devices checks (querying devices does not compile anything).
+    """
+    for fn in _VALIDATORS:
+        fn(config, num_devices)
+
+
+def to_json_dict(config) -> dict:
+    """Plain JSON-serialisable dict of a ConfigDict (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher flags.
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchArgs:
+    """Parsed launcher flags: ``--config PATH --workdir DIR [--resume] [--config.x=y ...]``."""
+
+    config: str
+    workdir: str
+    resume: bool
+    overrides: tuple[str, ...]
+
+
+def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
+    """Parses launcher flags. ``--config.x y`` (space separated) is accepted too.
+
+    Raises:
+      SystemExit (argparse) for missing ``--config`` / ``--workdir`` or unknown flags.
+    """
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False)
+    parser.add_argument("--config", required=True, help="Python config file (get_config())")
+    parser.add_argument("--workdir", required=True, help="run directory (logs, checkpoints)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last save")
+    args, rest = parser.parse_known_args(list(argv))
+    overrides, unknown = [], []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("--config."):
+            if "=" not in arg and i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                arg = f"{arg}={rest[i + 1]}"
+                i += 1
+            overrides.append(arg)
+        else:
+            unknown.append(arg)
+        i += 1
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides: --config.KEY=VALUE)")
+    return LaunchArgs(args.config, args.workdir, args.resume, tuple(overrides))
