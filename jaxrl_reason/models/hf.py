@@ -105,7 +105,8 @@ def params_from_hf(cfg: ModelConfig, tensors: Mapping[str, Any]) -> dict[str, np
         out[f"layers/{name}"] = np.stack(
             [to_ours(get(f"model.layers.{i}.{suffix}")) for i in range(cfg.num_layers)]
         )
-    return out
+    # Stacking transposed views can give non-C-ordered arrays; safetensors writes raw buffers.
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
 def params_to_hf(cfg: ModelConfig, params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -8,9 +8,12 @@ Hugging Face Llama / Qwen2 checkpoint directory; ``save_pretrained`` writes one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import shutil
+import warnings
 from typing import Any
 
 import numpy as np
@@ -49,10 +52,67 @@ def gguf_path(name: str) -> str:
     raise FileNotFoundError(f"{dist_name!r} is installed but its file {rel!r} is missing.")
 
 
+def _cache_root() -> str | None:
+    """Where dequantised GGUF models are cached (None: caching disabled).
+
+    ``$JAXRL_REASON_CACHE`` (``0`` / empty disables it), default ``~/.cache/jaxrl_reason``.
+    """
+    root = os.environ.get("JAXRL_REASON_CACHE", os.path.expanduser("~/.cache/jaxrl_reason"))
+    return None if root in ("", "0") else root
+
+
+def _cache_dir(path: str) -> str | None:
+    root = _cache_root()
+    if root is None:
+        return None
+    st = os.stat(path)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(root, "gguf", f"{stem}-{st.st_size}-{st.st_mtime_ns}")
+
+
+def _read_cache(cache: str) -> tuple[ModelConfig, dict[str, np.ndarray], Any] | None:
+    from safetensors.numpy import load_file
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        with open(os.path.join(cache, "model_config.json")) as f:
+            cfg = ModelConfig(**json.load(f))
+        params = load_file(os.path.join(cache, "params.safetensors"))
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(cache)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        warnings.warn(f"Ignoring unreadable model cache {cache}: {e}", stacklevel=3)
+        return None
+    return cfg, params, tokenizer
+
+
+def _write_cache(cache: str, cfg: ModelConfig, params: dict[str, np.ndarray], tokenizer) -> None:
+    from safetensors.numpy import save_file
+
+    # Write to a temporary sibling and rename, so a concurrent reader never sees half a cache.
+    tmp = f"{cache}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(tmp, exist_ok=True)
+        contiguous = {k: np.ascontiguousarray(v) for k, v in params.items()}
+        save_file(contiguous, os.path.join(tmp, "params.safetensors"))
+        tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, "model_config.json"), "w") as f:
+            json.dump(dataclasses.asdict(cfg), f, indent=2)
+        os.replace(tmp, cache)
+    except OSError as e:
+        warnings.warn(f"Could not write model cache {cache}: {e}", stacklevel=3)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @functools.lru_cache(maxsize=2)
-def _read_gguf(path: str, mtime: float) -> tuple[ModelConfig, dict[str, np.ndarray], Any]:
-    # Memoised per (path, mtime): dequantising and parsing the vocabulary cost seconds, and
-    # tests / scripts often load the same model more than once in a process.
+def _read_gguf(path: str, mtime_ns: int) -> tuple[ModelConfig, dict[str, np.ndarray], Any]:
+    # Parsing the GGUF vocabulary and dequantising take ~10 s on 2 busy cores. The result is
+    # memoised in-process and cached on disk (float32 safetensors in our stacked layout +
+    # tokenizer.json), which loads in about a second. The cache key holds size and mtime.
+    cache = _cache_dir(path)
+    if cache is not None and os.path.isdir(cache):
+        hit = _read_cache(cache)
+        if hit is not None:
+            return hit
     import gguf
 
     from jaxrl_reason.models.gguf_loader import config_from_gguf, read_gguf_tensors
@@ -62,16 +122,22 @@ def _read_gguf(path: str, mtime: float) -> tuple[ModelConfig, dict[str, np.ndarr
     cfg = config_from_gguf(reader)
     params = hf.params_from_hf(cfg, read_gguf_tensors(reader, cfg))
     tokenizer = tokenizer_from_gguf(reader)
+    if cache is not None:
+        _write_cache(cache, cfg, params, tokenizer)
     return cfg, params, tokenizer
 
 
 def load_gguf(
     path: str, *, dtype: str = "float32", param_dtype: str = "float32"
 ) -> tuple[Transformer, Any]:
-    """``(model, tokenizer)`` from a llama.cpp GGUF file (architecture ``llama``)."""
+    """``(model, tokenizer)`` from a llama.cpp GGUF file (architecture ``llama``).
+
+    The dequantised weights are cached (see ``_cache_root``); set ``JAXRL_REASON_CACHE=0`` to
+    always read the GGUF.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    cfg, params, tokenizer = _read_gguf(path, os.path.getmtime(path))
+    cfg, params, tokenizer = _read_gguf(path, os.stat(path).st_mtime_ns)
     cfg = cfg.replace(dtype=dtype, param_dtype=param_dtype)
     return hf.model_from_params(cfg, params), tokenizer
 
