@@ -1,0 +1,156 @@
+"""Decode throughput of the jitted sampler against the memory-bandwidth floor.
+
+    python -m benchmarks.sampler                 # SmolLM2-135M-Instruct, batches 1, 16, 64
+    python -m benchmarks.sampler --batches 1 4 --steps 16
+
+Batch-1 decode of a small model is memory bound: every step streams all parameters (the tied
+LM head included) from memory once. The floor is ``parameter bytes / copy bandwidth``, with the
+bandwidth measured in the same run by copying a large array (bytes read + bytes written over
+the time). Larger batches reuse each weight for many rows, so tokens/s should grow nearly
+linearly until compute bound.
+
+Decode time per step is measured by difference, which cancels prefill and dispatch: two
+programs generate ``short`` and ``short + steps`` tokens from the same prompts (no stop tokens,
+so every row runs to the end), and ``step = (t_long - t_short) / steps``. Each timing is the
+best of ``--repeats`` runs after a compile-and-warm-up run.
+
+Goals (issue 2): batch-1 decode within 2x of the floor; batch 64 at least 5x the tokens/s of
+batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+
+def _best_time(fn, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn())  # compile + warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def copy_bandwidth(nbytes: int = 512 * 2**20, repeats: int = 5) -> float:
+    """Bytes per second moved (read + write) by a jitted copy of an ``nbytes`` float32 array."""
+    import jax
+    import jax.numpy as jnp
+
+    # A scale, not a plain copy, so that XLA cannot elide it; the input is donated so the output
+    # reuses its pages (a fresh 512 MiB output would time page faults, not DRAM bandwidth).
+    copy = jax.jit(lambda a: a * jnp.float32(1.0001), donate_argnums=0)
+    x = copy(jnp.ones((nbytes // 4,), jnp.float32))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = copy(x)
+        x.block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
+
+def _load(model_name: str, random_init: bool):
+    from flax import nnx
+
+    from jaxrl_reason.models import ModelConfig, Transformer
+
+    if random_init:
+        # SmolLM2-135M's architecture with random weights: the same cost per step.
+        cfg = ModelConfig(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_layers=30,
+            num_heads=9,
+            num_kv_heads=3,
+            head_dim=64,
+            rope_theta=100000.0,
+            max_position_embeddings=8192,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+        return Transformer(cfg, rngs=nnx.Rngs(0)), "SmolLM2-135M architecture, random weights"
+    from jaxrl_reason.models import load_pretrained
+
+    model, _ = load_pretrained(model_name)
+    return model, model_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sampler", description=__doc__)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--random-init", action="store_true", help="skip the loader (same shapes)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--short", type=int, default=4, help="tokens of the short program")
+    p.add_argument("--steps", type=int, default=32, help="extra decode steps of the long one")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--greedy", action="store_true", help="argmax instead of T=1 sampling")
+    args = p.parse_args(argv)
+
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from jaxrl_reason.rollout import SamplingConfig, sample
+
+    print(
+        f"device: {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores visible; shared with other jobs); jax {jax.__version__}"
+    )
+    model, what = _load(args.model, args.random_init)
+    leaves = jax.tree.leaves(nnx.state(model))
+    param_bytes = sum(x.size * x.dtype.itemsize for x in leaves)
+    bw = copy_bandwidth()
+    floor = param_bytes / bw
+    print(f"model: {what}; parameters {param_bytes / 2**20:.1f} MiB ({model.config.param_dtype})")
+    print(
+        f"copy bandwidth: {bw / 1e9:.1f} GB/s -> floor {floor * 1e3:.1f} ms/step "
+        f"= {1 / floor:.1f} tok/s at batch 1"
+    )
+
+    rng = np.random.default_rng(0)
+    results = {}
+    for batch in args.batches:
+        tokens = rng.integers(3, model.config.vocab_size, (batch, args.prompt_len), dtype=np.int32)
+        mask = np.ones_like(tokens, bool)
+        key = jax.random.key(0)
+
+        def run(r, tokens=tokens, mask=mask, key=key):
+            cfg = SamplingConfig(
+                max_new_tokens=r, greedy=args.greedy, stop_token_ids=(), temperature=1.0
+            )
+            return sample(model, tokens, mask, key, cfg).tokens
+
+        t_short = _best_time(lambda: run(args.short), args.repeats)
+        t_long = _best_time(lambda: run(args.short + args.steps), args.repeats)
+        step = (t_long - t_short) / args.steps
+        results[batch] = batch / step
+        print(
+            f"batch {batch:3d}: decode {step * 1e3:7.1f} ms/step = {batch / step:8.1f} tok/s  "
+            f"({step / floor:.2f}x the floor; prefill+{args.short} tokens {t_short:.2f} s)",
+            flush=True,
+        )
+    if 1 in results:
+        step1 = 1 / results[1]
+        print(f"ratio batch-1 step / floor: {step1 / floor:.2f} (goal <= 2)")
+        for batch in args.batches:
+            if batch != 1:
+                print(
+                    f"ratio tok/s batch {batch} / batch 1: {results[batch] / results[1]:.1f}"
+                    + (" (goal >= 5)" if batch == 64 else "")
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,299 @@
+"""Evaluate a pretrained model or a training checkpoint on a task's held-out split.
+
+    python -m experiments.eval --config experiments/configs/smollm2_gsm8k_grpo.py \
+        --workdir runs/eval_gsm8k --config.task.data_dir=../shared/data/gsm8k
+    python -m experiments.eval --config experiments/configs/smollm2_arith_grpo.py \
+        --workdir runs/arith --checkpoint latest          # the run's newest checkpoint
+    python -m experiments.eval ... --checkpoint 40        # step 40 of --workdir's run
+    python -m experiments.eval ... --checkpoint runs/other_run [--model /path/to/hf_dir]
+
+The model is ``config.model.name`` (or ``--model``); with ``--checkpoint`` its parameters are
+replaced by a run's saved policy (``DIR`` = a run directory, its ``checkpoints/`` folder or one
+step folder; ``STEP`` / ``latest`` = in ``--workdir/checkpoints``). The prompts are the first
+``config.eval.num_prompts`` of ``config.task``'s ``test`` split; greedy accuracy, answer-extraction
+coverage and (with ``config.eval.n_samples > 1``) pass@k / maj@k / distinct answers come from
+:func:`jaxrl_reason.eval.runner.evaluate_policy`, the routine the training loop evaluates with.
+
+Writes ``eval.json`` (metrics + a config summary) and ``eval_samples.jsonl`` (one record per
+prompt) to ``--workdir`` and prints a summary table. Config errors (unknown key, wrong type,
+``eval.ks`` above ``eval.n_samples``, no checkpoint to load) exit with status 2 before anything
+compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+#: Config fields that must agree between the run that saved a checkpoint and this evaluation:
+#: they decide the saved tree's structure (model shapes, value head, optimiser state).
+_RUN_KEYS = ("model.name", "algo.value_head", "optim.trainable", "optim.last_k")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.eval",
+        allow_abbrev=False,
+        description="Evaluate a model or checkpoint; overrides: --config.KEY=VALUE",
+    )
+    p.add_argument("--config", required=True, help="Python config file (get_config())")
+    p.add_argument("--workdir", required=True, help="where eval.json / eval_samples.jsonl go")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="'latest', a step of --workdir's run, or a run / checkpoints / step directory",
+    )
+    p.add_argument("--model", default=None, help="overrides config.model.name (name or HF dir)")
+    p.add_argument("--split", default="test", help="task split to evaluate (default: test)")
+    return p
+
+
+def build_eval_task(task_cfg: Any, split: str):
+    """The evaluation task: like ``train.loop.build_task``, plus GSM8K from a JSONL folder.
+
+    ``task.data_dir`` pointing at a folder with ``<split>.jsonl`` (e.g. ``../shared/data/gsm8k``)
+    reads it offline (converted once to array_record under ``$JAXRL_CACHE_DIR`` or
+    ``~/.cache/jaxrl_reason``); anything else goes through ``build_task`` (the TFDS catalog).
+    """
+    from jaxrl_reason.train.loop import build_task
+
+    data_dir = task_cfg.get("data_dir", "") or ""
+    if (
+        task_cfg.name == "gsm8k"
+        and data_dir
+        and os.path.isfile(os.path.join(data_dir, f"{split}.jsonl"))
+    ):
+        from jaxrl_reason.data.gsm8k import Gsm8kTask
+
+        kw: dict[str, Any] = {"prompt_format": task_cfg.get("prompt_format", "hash")}
+        if task_cfg.get("system_prompt", None) is not None:
+            kw["system_prompt"] = task_cfg.system_prompt
+        if task_cfg.get("verify_format", None):
+            kw["verify_format"] = task_cfg.verify_format
+        cache = os.environ.get("JAXRL_CACHE_DIR") or os.path.join(
+            os.path.expanduser("~"), ".cache", "jaxrl_reason"
+        )
+        return Gsm8kTask(
+            split, source="local", jsonl_dir=data_dir, cache_dir=os.path.join(cache, "gsm8k"), **kw
+        )
+    return build_task(task_cfg, split)
+
+
+def resolve_checkpoint(spec: str, workdir: str) -> tuple[str, int, str | None]:
+    """``(checkpoints directory, step, run directory or None)`` for a ``--checkpoint`` value.
+
+    Raises:
+      ConfigError: no such directory, no checkpoint in it, or an unsaved step.
+    """
+    from jaxrl_reason.train.checkpoint import Checkpointer
+    from jaxrl_reason.train.config import ConfigError
+
+    step: int | None = None
+    if spec == "latest" or spec.isdigit():
+        ckpt_dir, run_dir = os.path.join(workdir, "checkpoints"), workdir
+        step = None if spec == "latest" else int(spec)
+    elif os.path.isdir(os.path.join(spec, "checkpoints")):
+        ckpt_dir, run_dir = os.path.join(spec, "checkpoints"), spec
+    elif os.path.basename(os.path.normpath(spec)).isdigit() and os.path.isdir(spec):
+        ckpt_dir = os.path.dirname(os.path.normpath(spec))
+        step = int(os.path.basename(os.path.normpath(spec)))
+        run_dir = os.path.dirname(ckpt_dir)
+    elif os.path.isdir(spec):
+        ckpt_dir, run_dir = spec, os.path.dirname(os.path.normpath(spec))
+    else:
+        raise ConfigError(
+            f"--checkpoint {spec}: not 'latest', a step number, or an existing directory"
+        )
+    if not os.path.isdir(ckpt_dir):
+        raise ConfigError(f"--checkpoint {spec}: no checkpoints directory {ckpt_dir}")
+    ckpt = Checkpointer(ckpt_dir, save_every=0, handle_signals=False, async_save=False)
+    try:
+        steps = ckpt.all_steps()
+    finally:
+        ckpt.close()
+    if not steps:
+        raise ConfigError(f"--checkpoint {spec}: no saved checkpoint in {ckpt_dir}")
+    if step is None:
+        step = max(steps)
+    elif step not in steps:
+        raise ConfigError(f"--checkpoint {spec}: step {step} not saved in {ckpt_dir}; have {steps}")
+    has_config = os.path.isfile(os.path.join(run_dir, "config.json"))
+    return ckpt_dir, int(step), run_dir if has_config else None
+
+
+def check_run_config(config: Any, run_dir: str | None) -> None:
+    """Raises ConfigError when ``config`` differs from the saving run's in :data:`_RUN_KEYS`."""
+    from jaxrl_reason.train.config import ConfigError
+
+    if run_dir is None:
+        return
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    for dotted in _RUN_KEYS:
+        mine, theirs = config, saved
+        try:
+            for part in dotted.split("."):
+                mine, theirs = mine[part], theirs[part]
+        except (KeyError, TypeError):
+            continue
+        if mine != theirs:
+            raise ConfigError(
+                f"config.{dotted}={mine!r} but the checkpoint's run ({run_dir}) used {theirs!r}; "
+                f"pass --config.{dotted}={theirs} (or the run's config file)"
+            )
+
+
+def restore_policy(config: Any, model: Any, ckpt_dir: str, step: int):
+    """``model`` with its parameters replaced by the policy saved at ``step``.
+
+    ``Trainer`` saves ``{"params", "value_head", "opt_state"}``; the restore target is rebuilt
+    the same way from the config (the optimiser state only as shapes, via ``jax.eval_shape``),
+    and only the parameters are kept.
+    """
+    import jax
+    from flax import nnx
+
+    from jaxrl_reason.train.checkpoint import Checkpointer
+    from jaxrl_reason.train.optim import build_optimizer
+    from jaxrl_reason.train.step import init_value_head
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    value_head = (
+        init_value_head(model.config.hidden_size) if config.algo.get("value_head", False) else None
+    )
+    rollouts = config.rollout.batch_prompts * config.rollout.n_samples
+    updates = config.train.ppo_epochs * max(rollouts // config.train.mini_batch_size, 1)
+    optimizer = build_optimizer(
+        config.optim, (params, value_head), total_steps=max(config.total_steps * updates, 1)
+    )
+    opt_state = jax.eval_shape(optimizer.tx.init, (params, value_head))
+    abstract = {"params": params, "value_head": value_head, "opt_state": opt_state}
+    ckpt = Checkpointer(ckpt_dir, save_every=0, handle_signals=False, async_save=False)
+    try:
+        restored = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
+    return nnx.merge(graphdef, restored.state["params"], rest)
+
+
+def load_policy(config: Any, checkpoint: str | None, workdir: str):
+    """``(model, tokenizer, checkpoint info or None)``: the pretrained model or a run's policy."""
+    from jaxrl_reason.train.loop import build_model
+
+    resolved = None
+    if checkpoint is not None:
+        resolved = resolve_checkpoint(checkpoint, workdir)
+        check_run_config(config, resolved[2])
+    model, tokenizer = build_model(config.model)
+    if resolved is None:
+        return model, tokenizer, None
+    ckpt_dir, step, run_dir = resolved
+    model = restore_policy(config, model, ckpt_dir, step)
+    return model, tokenizer, {"directory": ckpt_dir, "step": step, "run_dir": run_dir}
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Two-column text table of the metrics (rates as percentages)."""
+    lines = []
+    for k, v in metrics.items():
+        pct = k in ("accuracy", "extraction_coverage", "truncated_rate", "no_answer_rate") or (
+            k.startswith(
+                ("pass@", "maj@", "sample/acc", "sample/ext", "sample/trunc", "extraction/")
+            )
+        )
+        lines.append(f"  {k:<28} {100 * v:8.1f} %" if pct else f"  {k:<28} {v:10.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses ``argv``, evaluates, writes ``eval.json`` / ``eval_samples.jsonl``; exit status."""
+    from jaxrl_reason.train.config import ConfigError, load_config, parse_flags, to_json_dict
+
+    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        # parse_flags turns the remaining --config.KEY=VALUE (or KEY VALUE) into overrides.
+        launch = parse_flags(
+            ["--config", args.config, "--workdir", args.workdir, *rest], prog="experiments.eval"
+        )
+        config = load_config(args.config, launch.overrides)
+        if args.model is not None:
+            config.model.name = args.model
+        from jaxrl_reason.eval.runner import eval_kwargs_from_config
+
+        eval_kw = eval_kwargs_from_config(config)
+        num_prompts = int(config.eval.num_prompts)
+        if num_prompts < 1:
+            raise ConfigError(f"eval.num_prompts={num_prompts}: must be >= 1")
+        import jax
+
+        from jaxrl_reason.train.config import validate
+
+        validate(config, num_devices=jax.device_count())
+        if args.checkpoint is not None:  # fail on a missing checkpoint before building anything
+            resolve_checkpoint(args.checkpoint, args.workdir)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+    import jax
+
+    from jaxrl_reason.eval.runner import default_stop_ids, evaluate_policy
+
+    t0 = time.perf_counter()
+    try:
+        model, tokenizer, ckpt_info = load_policy(config, args.checkpoint, args.workdir)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    task = build_eval_task(config.task, args.split)
+    examples = list(task[: min(num_prompts, len(task))])
+    t_load = time.perf_counter() - t0
+    metrics, records = evaluate_policy(
+        model,
+        tokenizer,
+        task,
+        examples,
+        key=jax.random.key(config.seed),
+        stop_token_ids=default_stop_ids(model, tokenizer),
+        **eval_kw,
+    )
+
+    os.makedirs(args.workdir, exist_ok=True)
+    summary = {
+        "metrics": metrics,
+        "model": config.model.name,
+        "checkpoint": ckpt_info,
+        "task": {
+            "name": config.task.name,
+            "split": args.split,
+            "num_prompts": len(examples),
+            "verify_format": getattr(task, "verify_format", None),
+        },
+        "eval": {k: list(v) if isinstance(v, tuple) else v for k, v in eval_kw.items()},
+        "seed": config.seed,
+        "load_s": t_load,
+        "config": to_json_dict(config),
+    }
+    with open(os.path.join(args.workdir, "eval.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(args.workdir, "eval_samples.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+    source = (
+        config.model.name
+        if ckpt_info is None
+        else (f"{config.model.name} @ step {ckpt_info['step']} ({ckpt_info['directory']})")
+    )
+    print(f"[eval] {source} on {config.task.name}/{args.split}, {len(examples)} prompts")
+    print(format_table(metrics))
+    print(f"[eval] wrote {os.path.join(args.workdir, 'eval.json')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
