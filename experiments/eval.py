@@ -53,33 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_eval_task(task_cfg: Any, split: str):
-    """The evaluation task: like ``train.loop.build_task``, plus GSM8K from a JSONL folder.
-
-    ``task.data_dir`` pointing at a folder with ``<split>.jsonl`` (e.g. ``../shared/data/gsm8k``)
-    reads it offline (converted once to array_record under ``$JAXRL_CACHE_DIR`` or
-    ``~/.cache/jaxrl_reason``); anything else goes through ``build_task`` (the TFDS catalog).
-    """
+    """The evaluation task (``train.loop.build_task``: TFDS catalog, or a local JSONL folder
+    in ``task.data_dir`` such as ``../shared/data/gsm8k``, read offline)."""
     from jaxrl_reason.train.loop import build_task
 
-    data_dir = task_cfg.get("data_dir", "") or ""
-    if (
-        task_cfg.name == "gsm8k"
-        and data_dir
-        and os.path.isfile(os.path.join(data_dir, f"{split}.jsonl"))
-    ):
-        from jaxrl_reason.data.gsm8k import Gsm8kTask
-
-        kw: dict[str, Any] = {"prompt_format": task_cfg.get("prompt_format", "hash")}
-        if task_cfg.get("system_prompt", None) is not None:
-            kw["system_prompt"] = task_cfg.system_prompt
-        if task_cfg.get("verify_format", None):
-            kw["verify_format"] = task_cfg.verify_format
-        cache = os.environ.get("JAXRL_CACHE_DIR") or os.path.join(
-            os.path.expanduser("~"), ".cache", "jaxrl_reason"
-        )
-        return Gsm8kTask(
-            split, source="local", jsonl_dir=data_dir, cache_dir=os.path.join(cache, "gsm8k"), **kw
-        )
     return build_task(task_cfg, split)
 
 

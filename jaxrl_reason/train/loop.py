@@ -79,6 +79,8 @@ def build_task(task_cfg: Any, split: str):
     """A :class:`jaxrl_reason.data.base.Task` from ``config.task`` for ``split``."""
     kind = task_cfg.name
     common = {"prompt_format": task_cfg.get("prompt_format", "hash")}
+    if task_cfg.get("verify_format", None):
+        common["verify_format"] = task_cfg.verify_format
     if task_cfg.get("system_prompt", None) is not None:
         common["system_prompt"] = task_cfg.system_prompt
     if kind == "arithmetic":
@@ -97,7 +99,19 @@ def build_task(task_cfg: Any, split: str):
     if kind == "gsm8k":
         from jaxrl_reason.data.gsm8k import Gsm8kTask
 
-        return Gsm8kTask(split, data_dir=task_cfg.get("data_dir", None) or None, **common)
+        data_dir = task_cfg.get("data_dir", "") or None
+        if data_dir and os.path.isfile(os.path.join(data_dir, f"{split}.jsonl")):
+            # A local directory of JSONL: converted once to array_record (cached), then read
+            # through tfds.data_source like the catalog's copy.
+            cache = os.environ.get("JAXRL_CACHE_DIR") or os.path.expanduser("~/.cache/jaxrl_reason")
+            return Gsm8kTask(
+                split,
+                source="local",
+                jsonl_dir=data_dir,
+                cache_dir=os.path.join(cache, "gsm8k"),
+                **common,
+            )
+        return Gsm8kTask(split, data_dir=data_dir, **common)
     if kind == "math_jsonl":
         from jaxrl_reason.data.math_dataset import MathTask
 
@@ -500,51 +514,23 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------------------------
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Held-out evaluation: greedy accuracy, pass@k / maj@k with ``eval.n_samples``
-        samples at ``eval.temperature``, mean response length and distinct answers per prompt.
-        """
-        from jaxrl_reason.eval import summarize
+        """Held-out evaluation (:func:`jaxrl_reason.eval.runner.evaluate_policy`): greedy
+        accuracy, answer-extraction coverage and mean length; with ``eval.n_samples > 1`` also
+        pass@k / maj@k at ``eval.temperature`` and distinct answers per prompt."""
+        from jaxrl_reason.eval.runner import eval_kwargs_from_config, evaluate_policy
 
-        cfg = self.config.eval
-        examples = list(self.eval_task[: cfg.num_prompts])
-        out: dict[str, float] = {}
-        greedy_correct, lengths = [], []
-        bs = cfg.get("batch_prompts", 32)
-        for i in range(0, len(examples), bs):
-            chunk = examples[i : i + bs]
-            ro = jax.tree.map(
-                np.asarray,
-                self.sample(chunk, self.step_key(step, 7), n=1, temperature=1.0, greedy=True),
-            )
-            texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
-            greedy_correct.extend(self.eval_task.verify_batch(texts, chunk).tolist())
-            lengths.extend(ro.lengths.tolist())
-        out["eval/accuracy"] = float(np.mean(greedy_correct))
-        out["eval/response_length"] = float(np.mean(lengths))
-        if cfg.get("n_samples", 0) > 1:
-            from jaxrl_reason.rewards.canonical import canonical_keys
-            from jaxrl_reason.rewards.extract import extract_answer
-
-            n = cfg.n_samples
-            per_prompt, per_lengths = [], []
-            chunk_size = max(bs // n, 1)
-            for i in range(0, len(examples), chunk_size):
-                chunk = examples[i : i + chunk_size]
-                ro = jax.tree.map(
-                    np.asarray,
-                    self.sample(
-                        chunk, self.step_key(step, 8 + i), n=n, temperature=cfg.temperature
-                    ),
-                )
-                texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
-                ok = self.eval_task.verify_batch(texts, [chunk[g] for g in ro.group_ids])
-                keys = canonical_keys([extract_answer(t)[0] for t in texts])
-                for j in range(len(chunk)):
-                    rows = np.nonzero(ro.group_ids == j)[0]
-                    per_prompt.append([(keys[r], bool(ok[r])) for r in rows])
-                    per_lengths.append(ro.lengths[rows].tolist())
-            summary = summarize(per_prompt, ks=tuple(int(k) for k in cfg.ks), lengths=per_lengths)
-            out.update({f"eval/{k}": float(v) for k, v in summary.items()})
+        examples = list(self.eval_task[: self.config.eval.num_prompts])
+        metrics, self._last_eval_records = evaluate_policy(
+            self.policy(),
+            self.tokenizer,
+            self.eval_task,
+            examples,
+            key=self.step_key(step, 7),
+            stop_token_ids=self.stop_ids(),
+            **eval_kwargs_from_config(self.config),
+        )
+        out = {f"eval/{k}": v for k, v in metrics.items() if k not in ("time_s", "tokens_per_s")}
+        out["time/eval_s"] = metrics["time_s"]
         return out
 
     # -- the loop ------------------------------------------------------------------------------
