@@ -10,7 +10,6 @@ import numpy as np
 
 from jaxrl_reason import credit
 from jaxrl_reason.credit import process as P
-from jaxrl_reason.credit.segments import masked_whiten
 
 ATOL = 1e-5
 
