@@ -72,13 +72,16 @@ def node_depth(parent: Array, node_valid: Array) -> Array:
     """Depth of every node (roots 0) by pointer jumping; int32 ``[N]`` (invalid nodes 0)."""
     p = _clean_parent(parent, node_valid)
     n = p.shape[0]
-    jump = p
-    dist = (p >= 0).astype(jnp.int32)
-    for _ in range(_n_jumps(n)):
+
+    def body(_, state):
+        jump, dist = state
         has = jump >= 0
         j = jnp.clip(jump, 0, n - 1)
-        dist = dist + jnp.where(has, dist[j], 0)
-        jump = jnp.where(has, jump[j], -1)
+        return jnp.where(has, jump[j], -1), dist + jnp.where(has, dist[j], 0)
+
+    # A loop (not unrolled Python) so XLA materialises the result instead of fusing the whole
+    # gather chain into every consumer (per-token gathers would recompute it per token).
+    _, dist = jax.lax.fori_loop(0, _n_jumps(n), body, (p, (p >= 0).astype(jnp.int32)))
     return jnp.where(jnp.asarray(node_valid, bool), dist, 0)
 
 
@@ -87,9 +90,13 @@ def node_root(parent: Array, node_valid: Array) -> Array:
     p = _clean_parent(parent, node_valid)
     n = p.shape[0]
     anc = jnp.where(p >= 0, p, jnp.arange(n, dtype=jnp.int32))
-    for _ in range(_n_jumps(n)):
-        anc = anc[anc]
-    return anc
+    return _pointer_jump(anc)
+
+
+def _pointer_jump(ptr: Array) -> Array:
+    """Follows ``ptr`` to its fixed point (``ptr[ptr[...]]``) in ``log2 N`` doubling steps."""
+    n = ptr.shape[0]
+    return jax.lax.fori_loop(0, _n_jumps(n), lambda _, a: a[a], ptr)
 
 
 def ancestor_matrix(parent: Array, node_valid: Array) -> Array:
@@ -296,9 +303,7 @@ def treerl_node_advantages(
     # fill_in_paths: nearest ancestor-or-self with a non-negligible local term, stopping at
     # the first node of the path (depth 1); found by pointer jumping.
     n = p.shape[0]
-    src = jnp.where((jnp.abs(loc) >= 1e-8) | (d <= 1) | (p < 0), jnp.arange(n), p)
-    for _ in range(_n_jumps(n)):
-        src = src[src]
+    src = _pointer_jump(jnp.where((jnp.abs(loc) >= 1e-8) | (d <= 1) | (p < 0), jnp.arange(n), p))
     adv = loc[src] + w
     return jnp.where(v & ~is_root & (n_leaf > 0), adv, 0.0), w
 
