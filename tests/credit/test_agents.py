@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrl_reason import credit
 from jaxrl_reason.credit import agents as A
@@ -60,7 +61,6 @@ class GiGPOTest(chex.TestCase):
         a2, _ = jit_steps(r, tm, g, np.where(g[:, None] == 0, anc, anc - 12))
         np.testing.assert_allclose(a2, a, atol=1e-6)
 
-    @chex.variants(with_jit=True, without_jit=True)
     def test_token_estimator(self):
         # turns: T1 3 turns, T2 3 turns, T3 2 turns; observation tokens (mask 0) in between.
         seg = np.array([[0, 0, 1, 1, 2, 2, -1], [0, 1, 1, 1, 2, 2, 2], [0, 0, 0, 1, 1, -1, -1]])
@@ -69,7 +69,7 @@ class GiGPOTest(chex.TestCase):
         tr[0, 5] = 10.0
         tr[2, 4] = 10.0
         tr[0, 6] = 1e4  # turn id -1: garbage
-        fn = self.variant(
+        fn = jax.jit(
             lambda tr, m, g, seg, anc: credit.get("gigpo")(tr, m, g, segment_id=seg, anchor_ids=anc)
         )
         adv, _ = fn(tr, mask, G, seg, ANC)
@@ -89,13 +89,13 @@ SEG = np.array([[0, 0, 1, 1, 2, 2], [0, 0, 1, 1, -1, -1]])
 
 
 class IGPOTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
     def test_turn_rewards(self):
-        r = jax.jit(A.igpo_turn_rewards)(P, PTM, F1)
+        r = self.variant(A.igpo_turn_rewards)(P, PTM, F1)
         np.testing.assert_allclose(r, [[0.2, 0.3, 1.0], [-0.05, 0.0, 0.0]], atol=1e-6)
         r = jax.jit(functools.partial(A.igpo_turn_rewards, info_gain="log_prob_diff"))(P, PTM, F1)
         np.testing.assert_allclose(r, [[1.0986, 0.6931, 1.0], [-0.6931, 0.0, 0.0]], atol=1e-4)
 
-    @chex.variants(with_jit=True, without_jit=True)
     def test_table_joint(self):
         def run(seg, m, gamma):
             return A.igpo(
@@ -109,10 +109,10 @@ class IGPOTest(chex.TestCase):
             )
 
         mask = SEG >= 0
-        adv, _ = self.variant(functools.partial(run, gamma=1.0))(SEG, mask)
+        adv, _ = jax.jit(functools.partial(run, gamma=1.0))(SEG, mask)
         want = np.array([[1.6695, 1.9080, 1.8815], [-1.6695, -0.7685, 0]])
         np.testing.assert_allclose(adv, np.repeat(want, 2, 1) * mask, atol=1e-4)
-        adv, _ = self.variant(functools.partial(run, gamma=0.9))(SEG, mask)
+        adv, _ = jax.jit(functools.partial(run, gamma=0.9))(SEG, mask)
         want = np.array([[1.3094, 1.7198, 1.8815], [-1.5926, -0.7685, 0]])
         np.testing.assert_allclose(adv, np.repeat(want, 2, 1) * mask, atol=1e-4)
 
@@ -150,3 +150,19 @@ class IGPOTest(chex.TestCase):
         m2[0, 3] = False
         adv2, _ = fn(tr, m2, jnp.zeros(2, jnp.int32), segment_id=SEG, answer_probs=P)
         np.testing.assert_allclose(adv2, np.where(m2, adv, 0.0), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_estimators_jit_equals_plain():
+    seg = np.array([[0, 0, 1, 1, 2, 2, -1], [0, 1, 1, 1, 2, 2, 2], [0, 0, 0, 1, 1, -1, -1]])
+    mask = seg >= 0
+    tr = np.zeros(seg.shape, np.float32)
+    tr[0, 5] = tr[2, 4] = 10.0
+    args = (tr, mask, G)
+    for opt in (dict(mode="mean_norm"), dict(episode_stats="step")):
+        fn = functools.partial(A.gigpo, segment_id=seg, anchor_ids=ANC, **opt)
+        chex.assert_trees_all_close(fn(*args), jax.jit(fn)(*args), atol=1e-5)
+    probs = np.array([[0.1, 0.3, 0.6], [0.2, 0.4, 0.1], [0.1, 0.05, 0.7]], np.float32)
+    for opt in (dict(norm="joint"), dict(norm="separate", info_gain="log_prob_diff")):
+        fn = functools.partial(A.igpo, segment_id=seg, answer_probs=probs, **opt)
+        chex.assert_trees_all_close(fn(*args), jax.jit(fn)(*args), atol=1e-5)

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrl_reason import credit
 from jaxrl_reason.credit import mc, steps
@@ -83,7 +84,6 @@ class SPOChainTest(chex.TestCase):
         np.testing.assert_array_equal(seg, [0, 0, 0, 1])
         assert known
 
-    @chex.variants(with_jit=True, without_jit=True)
     def test_worked_example(self):
         seg, _, known = steps.spo_chain_segment_ids(self.P, rho=0.9, interval=2)
         seg = np.concatenate([seg, [-1, -1]])[None]
@@ -105,7 +105,7 @@ class SPOChainTest(chex.TestCase):
                 whiten=False,
             )
 
-        adv, _ = self.variant(run)(logp, seg, mask, v, vm)
+        adv, _ = jax.jit(run)(logp, seg, mask, v, vm)
         want = [0, 0.222222, 0, 0.222222, 0, 0.333333, 0.333333, 0, 0.111111, 0, 0, 0]
         np.testing.assert_allclose(adv[0], want, atol=1e-5)
         lm = mc.spo_prob_mask(logp, mask)
@@ -125,3 +125,17 @@ class SPOChainTest(chex.TestCase):
     def test_registered(self):
         assert credit.get("vineppo") is mc.vineppo
         assert credit.get("spo_chain") is mc.spo_chain
+
+
+@pytest.mark.slow
+def test_estimators_jit_equals_plain():
+    seg = np.array([[0, 0, 1, 1, 1, 2, 2], [0, 1, 1, -1, -1, -1, -1]])
+    mask = seg >= 0
+    v = np.array([[0.5, 0.25, 1.0], [0.5, 0.0, 9.0]], np.float32)
+    logp = np.log(np.linspace(0.3, 0.99, 14)).reshape(2, 7).astype(np.float32)
+    kw = dict(segment_id=seg, step_values=v, outcome=np.array([1.0, 0.0], np.float32))
+    args = (np.zeros((2, 7)), mask, np.zeros(2, np.int32))
+    for fn, extra in ((mc.vineppo, {}), (mc.spo_chain, dict(logp=logp))):
+        chex.assert_trees_all_close(
+            fn(*args, **kw, **extra), jax.jit(fn)(*args, **kw, **extra), atol=1e-6
+        )

@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrl_reason import credit
 from jaxrl_reason.credit import process as P
@@ -188,9 +189,10 @@ PURE_O = np.array([0.0, 1.0], np.float32)
 
 
 class PureTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
     def test_transform_worked_example(self):
         sm = np.array([[1, 1, 1], [1, 1, 0]], bool)
-        rs = P.pure_transform(PURE_SR, sm)
+        rs = self.variant(P.pure_transform)(PURE_SR, sm)
         np.testing.assert_allclose(rs[0], [6.6e-7, -0.599972, 1.82e-5], atol=1e-6)
         np.testing.assert_allclose(rs[1], [0.107283, 0.616558, 0.0], atol=1e-6)
         np.testing.assert_allclose(np.sum(rs, -1), [-0.599953, 0.723841], atol=1e-6)
@@ -210,9 +212,8 @@ class PureTest(chex.TestCase):
         mf = P.min_form_returns(np.array([[0.5, -0.2, 0.3, 0.1]]), np.ones((1, 4), bool))
         np.testing.assert_allclose(mf, [[-0.2, -0.2, 0.1, 0.1]])
 
-    @chex.variants(with_jit=True, without_jit=True)
     def test_main_branch_worked_example(self):
-        fn = self.variant(
+        fn = jax.jit(
             lambda sr, seg, m: P.pure(
                 jnp.zeros((2, 8)),
                 m,
@@ -343,3 +344,29 @@ class CapoTest(chex.TestCase):
         want = (vals - vals.mean()) / (vals.std(ddof=1) + 1e-6)
         np.testing.assert_allclose(np.asarray(adv)[mask], want, atol=1e-5)
         np.testing.assert_array_equal(np.asarray(adv)[~mask], 0.0)
+
+
+@pytest.mark.slow
+def test_estimators_jit_equals_plain():
+    """Every estimator of this module, un-jitted (op by op) and jitted, on the worked inputs."""
+    cases = [
+        (
+            P.prime,
+            (np.zeros((3, 3)), QMASK, G3),
+            dict(logp=_garbage(Q, QMASK), ref_logp=np.zeros((3, 3)), outcome=QO),
+            ("variant",),
+            [dict(variant=v) for v in ("paper", "code", "verl")],
+        ),
+        (
+            P.pure,
+            (np.zeros((2, 8)), PURE_MASK, np.zeros(2, np.int32)),
+            dict(step_rewards=PURE_SR, segment_id=PURE_SEG, outcome=PURE_O),
+            ("variant", "min_form"),
+            [dict(variant="main"), dict(variant="verl"), dict(variant="verl", min_form="strict")],
+        ),
+    ]
+    for fn, args, arrays, static, options in cases:
+        for opt in options:
+            plain = fn(*args, **arrays, **opt)
+            jitted = jax.jit(fn, static_argnames=static)(*args, **arrays, **opt)
+            chex.assert_trees_all_close(plain, jitted, atol=1e-6)

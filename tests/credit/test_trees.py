@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxrl_reason import credit
 from jaxrl_reason.credit import trees as T
@@ -23,8 +24,36 @@ SPO_LEAF = np.array([0, 0, 0, 1, 1, 1, 1, 1], bool)
 SPO_R = np.array([0, 0, 0, 0, 1, 1, 0, 1], np.float32)
 
 jit_treerl_nodes = jax.jit(T.treerl_node_advantages, static_argnames="variant")
-jit_spo_nodes = jax.jit(T.spo_tree_node_advantages, static_argnames="adv_method")
+_jit_spo_nodes = jax.jit(T.spo_tree_node_advantages, static_argnames="adv_method")
+_jit_sibling = jax.jit(T.sibling_node_advantages)
 jit_values = jax.jit(T.tree_values, static_argnames=("mode", "method"))
+N_PAD = 8  # small hand cases are padded to one size: one compilation per function
+
+
+def _padded(fn):
+    """Runs ``fn`` on the forest padded to N_PAD nodes with garbage, returns the first n."""
+
+    def run(parent, leaf, r, valid=None, **kw):
+        n, k = len(parent), max(N_PAD - len(parent), 0)
+        valid = np.ones(n, bool) if valid is None else valid
+        kw = {
+            key: np.concatenate([x, np.zeros(k, x.dtype)]) if isinstance(x, np.ndarray) else x
+            for key, x in kw.items()
+        }
+        args = (
+            np.concatenate([parent, np.full(k, 0)]).astype(np.int32),
+            np.concatenate([leaf, np.ones(k, bool)]),
+            np.concatenate([r, np.full(k, 9.0)]).astype(np.float32),
+            np.concatenate([valid, np.zeros(k, bool)]),
+        )
+        return tuple(np.asarray(x)[:n] for x in fn(*args, **kw))
+
+    return run
+
+
+treerl_nodes = _padded(jit_treerl_nodes)
+spo_nodes = _padded(_jit_spo_nodes)
+sibling_nodes = _padded(_jit_sibling)
 
 
 def random_forest(rng, n_valid, n_pad, n_roots=2):
@@ -115,11 +144,11 @@ class TreeValuesTest(chex.TestCase):
 
 class TreeRLTest(chex.TestCase):
     def test_paper_and_code_tables(self):
-        a, v = jit_treerl_nodes(TRL_PARENT, TRL_LEAF, TRL_R, ALL)
+        a, v = treerl_nodes(TRL_PARENT, TRL_LEAF, TRL_R, ALL)
         np.testing.assert_allclose(
             a, [0, 0, 0.307920, 0.933333, -0.8, -0.8, 0.933333, -1.066667], atol=1e-5
         )
-        a, w = jit_treerl_nodes(TRL_PARENT, TRL_LEAF, TRL_R, ALL, variant="code")
+        a, w = treerl_nodes(TRL_PARENT, TRL_LEAF, TRL_R, ALL, variant="code")
         np.testing.assert_allclose(w[1:], [0, 0.19245, 0.75, -0.5, -0.5, 0.75, -0.5], atol=1e-5)
         np.testing.assert_allclose(
             a, [0, 0, 0.3849, 1.3075, -1.0, -1.0, 1.3075, -1.1925], atol=1e-4
@@ -128,7 +157,6 @@ class TreeRLTest(chex.TestCase):
         np.testing.assert_allclose(a[2], 2 / (3 * np.sqrt(3)), atol=1e-6)
         np.testing.assert_allclose(a[3], 1.5 - 1 / (3 * np.sqrt(3)), atol=1e-6)
 
-    @chex.variants(with_jit=True, without_jit=True)
     def test_token_advantages(self):
         tok = np.array([[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, -1], [1, 1, 1, 4, 4, 4, -1, -1, -1, -1, -1]])
         mask = tok >= 0
@@ -146,10 +174,10 @@ class TreeRLTest(chex.TestCase):
                 variant=variant,
             )
 
-        adv, _ = self.variant(functools.partial(run, variant="paper"))(tok, mask)
+        adv, _ = jax.jit(functools.partial(run, variant="paper"))(tok, mask)
         np.testing.assert_allclose(adv[0, :10], [0] * 3 + [0.3079] * 3 + [0.9333] * 4, atol=1e-4)
         np.testing.assert_allclose(adv[1], [0] * 3 + [-0.8] * 3 + [0] * 5, atol=1e-5)
-        adv, _ = self.variant(functools.partial(run, variant="code"))(tok, mask)
+        adv, _ = jax.jit(functools.partial(run, variant="code"))(tok, mask)
         np.testing.assert_allclose(adv[0, :10], [0] * 3 + [0.3849] * 3 + [1.3075] * 4, atol=1e-4)
 
     def test_fill_in_paths_and_selection(self):
@@ -159,7 +187,7 @@ class TreeRLTest(chex.TestCase):
         leaf = np.array([0, 1, 0, 0, 1, 1], bool)
         r = np.array([0, 1, 0, 0, 1, 0], np.float32)
         v = np.ones(6, bool)
-        a, w = jit_treerl_nodes(parent, leaf, r, v, variant="code")
+        a, w = treerl_nodes(parent, leaf, r, v, variant="code")
         wb = -0.5 / np.sqrt(2) / 2  # acc(B) = -0.5, sel 2, n 2
         np.testing.assert_allclose(w, [0, 0.5, wb, wb, 0.5, -1.0], atol=1e-6)
         np.testing.assert_allclose(
@@ -167,9 +195,7 @@ class TreeRLTest(chex.TestCase):
         )
         # only D and A selected: sel(B) = sel(C) = 1 -> acc not divided by sqrt(2)
         sel = np.array([0, 1, 0, 0, 1, 0], bool)
-        _, w2 = jax.jit(functools.partial(T.treerl_node_advantages, variant="code"))(
-            parent, leaf, r, v, leaf_selected=sel
-        )
+        _, w2 = treerl_nodes(parent, leaf, r, v, variant="code", leaf_selected=sel)
         np.testing.assert_allclose(w2[2], -0.5 / 2, atol=1e-6)
 
     def test_chain_forest_equals_outcome_baseline(self):
@@ -180,34 +206,34 @@ class TreeRLTest(chex.TestCase):
         rr = np.concatenate([[0.0], r]).astype(np.float32)
         v = np.ones(6, bool)
         k, mean = 5, r.mean()
-        a, _ = jit_treerl_nodes(parent, leaf, rr, v)
+        a, _ = treerl_nodes(parent, leaf, rr, v)
         np.testing.assert_allclose(a[1:], 2 * (r - mean), atol=1e-6)  # global + local
-        a, _ = jit_treerl_nodes(parent, leaf, rr, v, variant="code")
+        a, _ = treerl_nodes(parent, leaf, rr, v, variant="code")
         np.testing.assert_allclose(a[1:], 2 * k / (k - 1) * (r - mean), atol=1e-6)  # 2 x RLOO
-        a, _, _ = jit_spo_nodes(parent, leaf, rr, v)
+        a, _, _ = spo_nodes(parent, leaf, rr, v)
         np.testing.assert_allclose(a[1:], r - mean, atol=1e-6)  # mean-centred outcome
-        a, _, _ = jit_spo_nodes(parent, leaf, rr, v, adv_method="grpo")
+        a, _, _ = spo_nodes(parent, leaf, rr, v, adv_method="grpo")
         np.testing.assert_allclose(a[1:], (r - mean) / (r.std() + 1e-8), atol=1e-5)
         # deeper chains: root -> x_i -> y_i (leaf); extra chain segments add nothing
         parent2 = np.array([-1, 0, 0, 1, 2], np.int32)
         leaf2 = np.array([0, 0, 0, 1, 1], bool)
         r2 = np.array([0, 0, 0, 1, 0], np.float32)
-        a, _ = jit_treerl_nodes(parent2, leaf2, r2, np.ones(5, bool), variant="code")
+        a, _ = treerl_nodes(parent2, leaf2, r2, np.ones(5, bool), variant="code")
         np.testing.assert_allclose(a[1:], [2, -2, 2, -2], atol=1e-6)  # fill_in_paths
-        a, _, keep = jit_spo_nodes(parent2, leaf2, r2, np.ones(5, bool))
+        a, _, keep = spo_nodes(parent2, leaf2, r2, np.ones(5, bool))
         np.testing.assert_allclose(a[1:], [0.5, -0.5, 0, 0], atol=1e-6)
         np.testing.assert_array_equal(keep, [0, 1, 1, 0, 0])
 
 
 class SPOTreeTest(chex.TestCase):
     def test_worked_example(self):
-        a, v, keep = jit_spo_nodes(SPO_PARENT, SPO_LEAF, SPO_R, ALL)
+        a, v, keep = spo_nodes(SPO_PARENT, SPO_LEAF, SPO_R, ALL)
         # nodes: root, a, b, c, a1, a2, b1, b2
         np.testing.assert_allclose(a, [0, 0.5, 0, -0.5, 0, 0, -0.5, 0.5], atol=1e-6)
         np.testing.assert_array_equal(keep, [0, 1, 0, 1, 0, 0, 1, 1])
-        a, _, keep = jit_spo_nodes(SPO_PARENT, SPO_LEAF, SPO_R, ALL, adv_method="grpo")
+        a, _, keep = spo_nodes(SPO_PARENT, SPO_LEAF, SPO_R, ALL, adv_method="grpo")
         np.testing.assert_allclose(a, [0, 1.224745, 0, -1.224745, 0, 0, -1.0, 1.0], atol=1e-5)
-        s, _ = jax.jit(T.sibling_node_advantages)(SPO_PARENT, SPO_LEAF, SPO_R, ALL)
+        s, _ = sibling_nodes(SPO_PARENT, SPO_LEAF, SPO_R, ALL)
         np.testing.assert_allclose(s, a, atol=1e-5)
 
     def test_process_credit_example(self):
@@ -216,11 +242,11 @@ class SPOTreeTest(chex.TestCase):
         leaf = np.array([0, 0, 0, 1, 1, 1, 1], bool)
         r = np.array([0, 0, 0, 1, 0, 0, 0], np.float32)
         v = np.ones(7, bool)
-        a, val, keep = jit_spo_nodes(parent, leaf, r, v)
+        a, val, keep = spo_nodes(parent, leaf, r, v)
         np.testing.assert_allclose(val[:3], [0.25, 0.5, 0.0])
         np.testing.assert_allclose(a, [0, 0.25, -0.25, 0.5, -0.5, 0, 0], atol=1e-6)
         np.testing.assert_array_equal(keep, [0, 1, 1, 1, 1, 0, 0])
-        a, _, _ = jit_spo_nodes(parent, leaf, r, v, adv_method="grpo")
+        a, _, _ = spo_nodes(parent, leaf, r, v, adv_method="grpo")
         np.testing.assert_allclose(a, [0, 1, -1, 1, -1, 0, 0], atol=1e-6)
 
     def test_token_level_drop_mask_and_whitening(self):
@@ -250,7 +276,6 @@ class SPOTreeTest(chex.TestCase):
 
 
 class TreeGRPOTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
     def test_worked_example(self):
         r = np.array([1, 0, 1, 0, 0, 1], np.float32)
         tr = np.zeros((6, 4), np.float32)
@@ -258,7 +283,7 @@ class TreeGRPOTest(chex.TestCase):
         mask = np.ones((6, 4), bool)
         mask[:, 3] = False
         tr[:, 3] = 55.0  # garbage outside the mask
-        fn = self.variant(lambda tr, m, g, t: T.tree_grpo(tr, m, g, tree_ids=t))
+        fn = jax.jit(lambda tr, m, g, t: T.tree_grpo(tr, m, g, tree_ids=t))
         adv, _ = fn(tr, mask, np.zeros(6, np.int32), np.array([0, 0, 0, 1, 1, 1], np.int32))
         want = [1.4902, -2.0676, 1.4902, -1.4902, -1.4902, 2.0676]
         np.testing.assert_allclose(adv[:, 0], want, atol=1e-4)
@@ -285,14 +310,14 @@ class DegenerateTest(chex.TestCase):
         )
         for forest in (single, empty):
             for variant in ("paper", "code"):
-                a, v = jit_treerl_nodes(*forest, variant=variant)
+                a, v = treerl_nodes(*forest, variant=variant)
                 assert np.isfinite(a).all() and np.isfinite(v).all()
                 np.testing.assert_array_equal(a, 0.0)
             for m in ("rloo", "grpo"):
-                a, _, keep = jit_spo_nodes(*forest, adv_method=m)
+                a, _, keep = spo_nodes(*forest, adv_method=m)
                 np.testing.assert_array_equal(a, 0.0)
                 assert not np.asarray(keep).any()
-            a, _ = jax.jit(T.sibling_node_advantages)(*forest)
+            a, _ = sibling_nodes(*forest)
             np.testing.assert_array_equal(a, 0.0)
         np.testing.assert_array_equal(jit_values(*empty), 0.0)
         adv, _ = jax.jit(T.tree_grpo)(
@@ -313,11 +338,11 @@ class DegenerateTest(chex.TestCase):
         r2[pad] = -1e6
         r2[valid & ~leaf] = 1e6  # internal nodes' rewards are never read
         for variant in ("paper", "code"):
-            a1, _ = jit_treerl_nodes(parent, leaf, r, valid, variant=variant)
-            a2, _ = jit_treerl_nodes(parent2, leaf2, r2, valid, variant=variant)
+            a1, _ = treerl_nodes(parent, leaf, r, valid, variant=variant)
+            a2, _ = treerl_nodes(parent2, leaf2, r2, valid, variant=variant)
             np.testing.assert_allclose(a1, a2, atol=1e-6)
-        a1, _, _ = jit_spo_nodes(parent, leaf, r, valid)
-        a2, _, _ = jit_spo_nodes(parent2, leaf2, r2, valid)
+        a1, _, _ = spo_nodes(parent, leaf, r, valid)
+        a2, _, _ = spo_nodes(parent2, leaf2, r2, valid)
         np.testing.assert_allclose(a1, a2, atol=1e-6)
 
     def test_registered_and_clear_errors(self):
@@ -325,3 +350,27 @@ class DegenerateTest(chex.TestCase):
             credit.get(name)
         with np.testing.assert_raises_regex(ValueError, "tok_node"):
             T.treerl(np.zeros((1, 2)), np.ones((1, 2)), np.zeros(1, np.int32))
+
+
+@pytest.mark.slow
+def test_estimators_jit_equals_plain():
+    tok = np.array([[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, -1], [1, 1, 1, 4, 4, 4, -1, -1, -1, -1, -1]])
+    mask = tok >= 0
+    forest = dict(
+        tok_node=tok, parent=TRL_PARENT, is_leaf=TRL_LEAF, leaf_reward=TRL_R, node_valid=ALL
+    )
+    args = (np.zeros(tok.shape, np.float32), mask, np.zeros(2, np.int32))
+    for name, opt in (
+        ("treerl", dict(variant="paper")),
+        ("treerl", dict(variant="code")),
+        ("spo_tree", {}),
+        ("sibling_grpo", {}),
+    ):
+        fn = credit.get(name)
+        plain = fn(*args, **forest, **opt)
+        jitted = jax.jit(functools.partial(fn, **opt))(*args, **forest)
+        chex.assert_trees_all_close(plain, jitted, atol=1e-6)
+    ids = np.array([0, 1], np.int32)
+    chex.assert_trees_all_close(
+        T.tree_grpo(*args, tree_ids=ids), jax.jit(T.tree_grpo)(*args, tree_ids=ids), atol=1e-6
+    )
