@@ -211,6 +211,8 @@ def spo_chain_segment_ids(
       whose values the sampler must estimate, in segment order (``cuts[0] == -1`` when the
       prompt is one); ``first_value_known`` tells whether segment 0 has a value
       (``step_value_mask[:, 0]`` for :func:`jaxrl_reason.credit.mc.spo_chain`).
+      ``spo_chain``'s ``step_values[k]`` is then ``V(cuts[k])`` when ``first_value_known``,
+      else ``V(cuts[k - 1])`` for ``k >= 1`` (anything for k = 0).
     """
     p = np.asarray(token_probs, dtype=np.float64)
     cuts = spo_chain_cut_points(p, rho=rho, interval=interval)
