@@ -166,3 +166,16 @@ def test_estimators_jit_equals_plain():
     for opt in (dict(norm="joint"), dict(norm="separate", info_gain="log_prob_diff")):
         fn = functools.partial(A.igpo, segment_id=seg, answer_probs=probs, **opt)
         chex.assert_trees_all_close(fn(*args), jax.jit(fn)(*args), atol=1e-5)
+
+
+def test_igpo_empty_mask_gives_zeros():
+    adv, ret = jax.jit(A.igpo)(
+        np.ones((2, 6)),
+        np.zeros((2, 6), bool),
+        np.zeros(2, np.int32),
+        segment_id=SEG,
+        answer_probs=P,
+    )
+    assert np.isfinite(adv).all()
+    np.testing.assert_array_equal(adv, 0.0)
+    np.testing.assert_array_equal(ret, 0.0)

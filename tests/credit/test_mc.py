@@ -139,3 +139,18 @@ def test_estimators_jit_equals_plain():
         chex.assert_trees_all_close(
             fn(*args, **kw, **extra), jax.jit(fn)(*args, **kw, **extra), atol=1e-6
         )
+
+
+def test_spo_chain_empty_mask_gives_zeros():
+    seg = np.zeros((2, 5), np.int32)
+    adv, ret = jax.jit(mc.spo_chain)(
+        np.ones((2, 5)),
+        np.zeros((2, 5), bool),
+        np.zeros(2, np.int32),
+        segment_id=seg,
+        step_values=np.ones((2, 2)),
+        logp=np.full((2, 5), -3.0),
+    )
+    assert np.isfinite(adv).all()
+    np.testing.assert_array_equal(adv, 0.0)
+    np.testing.assert_array_equal(ret, 0.0)

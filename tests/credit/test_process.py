@@ -370,3 +370,33 @@ def test_estimators_jit_equals_plain():
             plain = fn(*args, **arrays, **opt)
             jitted = jax.jit(fn, static_argnames=static)(*args, **arrays, **opt)
             chex.assert_trees_all_close(plain, jitted, atol=1e-6)
+
+
+def test_values_outside_the_mask_do_not_matter():
+    rng = np.random.default_rng(5)
+    pad = ~PURE_MASK
+    tr = np.zeros((2, 8), np.float32)
+    tr[1, 4] = 1.0
+    tr_g = np.where(pad, rng.normal(size=(2, 8)) * 1e3, tr).astype(np.float32)
+    seg_g = np.where(pad, rng.integers(-3, 5, size=(2, 8)), PURE_SEG)
+    g = np.array([4, 4], np.int32)
+    pure = jax.jit(P.pure)
+    chex.assert_trees_all_close(
+        pure(tr, PURE_MASK, g, step_rewards=PURE_SR, segment_id=PURE_SEG),
+        pure(tr_g, PURE_MASK, g, step_rewards=PURE_SR, segment_id=seg_g),
+    )
+    prime = jax.jit(P.prime)
+    lp = rng.normal(size=(2, 8)).astype(np.float32)
+    lp_g = np.where(pad, 1e4, lp).astype(np.float32)
+    chex.assert_trees_all_close(
+        prime(tr, PURE_MASK, g, logp=lp, ref_logp=np.zeros((2, 8))),
+        prime(tr_g, PURE_MASK, g, logp=lp_g, ref_logp=np.zeros((2, 8))),
+    )
+    v = rng.integers(0, 2, size=(2, 3, 3)).astype(bool)
+    capo = jax.jit(P.capo)
+    a1 = capo(tr, PURE_MASK, g, segment_id=PURE_SEG, step_verdicts=v)
+    a2 = capo(tr_g, PURE_MASK, g, segment_id=seg_g, step_verdicts=v)
+    chex.assert_trees_all_close(a1, a2)
+    a0, r0 = capo(tr_g, np.zeros_like(PURE_MASK), g, segment_id=seg_g, step_verdicts=v)
+    np.testing.assert_array_equal(a0, 0.0)
+    np.testing.assert_array_equal(r0, 0.0)
