@@ -37,11 +37,12 @@ def _inputs(key, b, t):
 
 
 @pytest.mark.parametrize("impl", ["reference", *IMPLS])
-def test_gae_matches_verl_on_masked_tokens(impl):
+@pytest.mark.parametrize("gamma,lam", [(0.95, 0.9), (1.0, 0.95)])
+def test_gae_matches_verl_on_masked_tokens(impl, gamma, lam):
     r, v, m = _inputs(jax.random.key(0), 5, 19)  # odd B, T: not multiples of any block
-    adv, ret = gae(r, v, m, gamma=0.95, lam=0.9, impl=impl)
+    adv, ret = gae(r, v, m, gamma=gamma, lam=lam, impl=impl)
     va, vr = _verl_gae_numpy(
-        np.asarray(r, np.float64), np.asarray(v, np.float64), np.asarray(m, np.float64), 0.95, 0.9
+        np.asarray(r, np.float64), np.asarray(v, np.float64), np.asarray(m, np.float64), gamma, lam
     )
     mm = np.asarray(m)
     np.testing.assert_allclose(np.asarray(adv)[mm], va[mm], rtol=1e-5, atol=1e-5)
@@ -61,15 +62,6 @@ def test_gae_hand_example_skips_observation_token():
         np.testing.assert_allclose(ret, [[0.738, 0.0, 1.0]], atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_gae_matches_reference_random(impl):
-    r, v, m = _inputs(jax.random.key(1), 3, 33)
-    want = gae(r, v, m, gamma=1.0, lam=0.95, impl="reference")
-    got = gae(r, v, m, gamma=1.0, lam=0.95, impl=impl)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
-
-
 def test_discounted_cumsum_hand_example():
     x = jnp.array([[1.0, 2.0, 3.0, 7.0], [1.0, 9.0, 1.0, 0.0]])
     m = jnp.array([[True, True, True, False], [True, False, True, True]])
@@ -86,7 +78,8 @@ class TestVariants(chex.TestCase):
         for impl in IMPLS:
             f = self.variant(lambda r, m, impl=impl: discounted_cumsum(r, m, gamma=0.9, impl=impl))
             y = f(r, m)
-            a, _ = gae(r, jnp.zeros_like(r), m, gamma=0.9, lam=1.0, impl="reference")
+            a, _ = _verl_gae_numpy(np.asarray(r), np.zeros(r.shape), np.asarray(m, float), 0.9, 1.0)
+            a = np.where(np.asarray(m), a, 0.0)
             np.testing.assert_allclose(y, a, rtol=1e-5, atol=1e-5)
 
 

@@ -75,9 +75,18 @@ F32, BF16 = (jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)
 # The fast set covers every implementation x dtype with self-certainty, plus the path without
 # it; the full cross product runs with `-m slow` (interpret mode is slow on 2 shared cores).
 _FAST = [(F32, ODD, True), (BF16, ODD, True), (F32, BATCHED, False)]
+_FAST_TPU = _FAST[:2]  # the TPU tiling shares every kernel with the GPU one
 _ALL = [(dt, c, sc) for dt in (F32, BF16) for c in (ODD, BATCHED) for sc in (True, False)]
 MATRIX = [
-    pytest.param(impl, *dt, c, sc, marks=() if (dt, c, sc) in _FAST else pytest.mark.slow)
+    pytest.param(
+        impl,
+        *dt,
+        c,
+        sc,
+        marks=()
+        if (dt, c, sc) in (_FAST_TPU if impl == "pallas_tpu" else _FAST)
+        else pytest.mark.slow,
+    )
     for impl in IMPLS
     for dt, c, sc in _ALL
 ]
@@ -131,7 +140,8 @@ class TestPublicApi(chex.TestCase):
 
     def test_impl_pallas_through_api(self):
         h, w, y = _inputs(jax.random.key(12), (5,), 16, 40, jnp.float32)
-        got = token_logprob(h, w, y, impl="pallas", with_self_certainty=True)
+        f = functools.partial(token_logprob, impl="pallas", with_self_certainty=True)
+        got = jax.jit(f)(h, w, y)
         want = token_logprob(h, w, y, impl="reference", with_self_certainty=True)
         for g, r in zip(got, want, strict=True):
             _close(g, r, 1e-5)
@@ -143,16 +153,18 @@ def test_hand_derived_self_certainty_and_entropy():
     eye = jnp.eye(3)
     labels = jnp.array([0, 1, 2])
     for impl in ["reference", "xla", "pallas"]:
-        lp, ent, sc = token_logprob(logits, eye, labels, impl=impl, with_self_certainty=True)
+        f = jax.jit(
+            functools.partial(token_logprob, impl=impl, with_self_certainty=True),
+            static_argnames="temperature",
+        )
+        lp, ent, sc = f(logits, eye, labels)
         np.testing.assert_allclose(sc, [0.308994, 0.0, 2.248107], atol=1e-6)
         np.testing.assert_allclose(ent[1], math.log(3), rtol=1e-6)  # uniform row
         np.testing.assert_allclose(lp[1], -math.log(3), rtol=1e-6)
         # logprob of label 2 under [5, 0, 0]: -log(e^5 + 2)
         np.testing.assert_allclose(lp[2], -math.log(math.exp(5) + 2), rtol=1e-6)
         # verl divides by the temperature first: code form lse - mean = KL + log 3.
-        _, _, sc2 = token_logprob(
-            logits, eye, labels, temperature=2.0, impl=impl, with_self_certainty=True
-        )
+        _, _, sc2 = f(logits, eye, labels, temperature=2.0)
         np.testing.assert_allclose(sc2 + math.log(3), [1.180270, 1.098612, 1.818675], atol=1e-6)
 
 
@@ -243,7 +255,9 @@ def test_bad_dtype_temperature_and_impl():
 def test_vocab_smaller_than_chunk_and_single_token():
     h, w, y = _inputs(jax.random.key(5), (1,), 8, 5, jnp.float32)
     for impl in ["xla", "pallas"]:
-        got = token_logprob(h, w, y, impl=impl, with_self_certainty=True)
+        got = jax.jit(functools.partial(token_logprob, impl=impl, with_self_certainty=True))(
+            h, w, y
+        )
         want = token_logprob(h, w, y, impl="reference", with_self_certainty=True)
         for g, r in zip(got, want, strict=True):
             _close(g, r, 1e-5)

@@ -85,5 +85,8 @@ def bwd(h, w, labels, lse, ez, g_lp, g_ent, g_sc, plan: _common.Plan):
 
 
 def plan(temperature: float, with_sc: bool, chunk: int | None = None) -> _common.Plan:
-    """The XLA :class:`~._common.Plan`; ``chunk`` columns per step (default :func:`default_chunk`)."""
+    """The XLA :class:`~._common.Plan`: ``chunk`` vocabulary columns a step.
+
+    ``None`` picks :func:`default_chunk`.
+    """
     return _common.Plan(fwd, bwd, float(temperature), bool(with_sc), chunk)
