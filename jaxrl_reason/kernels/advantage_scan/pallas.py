@@ -62,6 +62,11 @@ def gae(rewards, values, mask, *, gamma, lam, interpret=None):
         from jax.experimental.pallas import tpu as pltpu
 
         params = pltpu.CompilerParams(dimension_semantics=("parallel",))
+    elif not interpret:
+        from jax.experimental.pallas import triton as pltriton
+
+        # Explicit Triton params select the Triton lowering (not Mosaic GPU) on every jax.
+        params = pltriton.CompilerParams(num_warps=4, num_stages=1)
     adv, ret = pl.pallas_call(
         partial(_gae_kernel, gamma=float(gamma), lam=float(lam), steps=steps),
         grid=(bp // bb,),

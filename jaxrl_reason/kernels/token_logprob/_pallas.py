@@ -117,11 +117,11 @@ def _specs(tl: Tiling, dp: int):
     return h_spec, w_spec, col_spec
 
 
-def _prepare(h, w, labels, tl: Tiling):
+def _prepare(h, w, labels, tl: Tiling, n_multiple: int):
     """Pad to whole blocks: ``h [Np, Dp]``, ``w [Dp, Vp]``, ``labels int32[Np, 1]``."""
     n, d = h.shape
     dp = round_up(d, tl.bd)
-    np_ = round_up(n, tl.nc)
+    np_ = round_up(n, n_multiple)
     vp = round_up(w.shape[1], tl.bv)
     hp = _pad(_pad(h, 1, dp), 0, np_)
     wp = _pad(_pad(w, 0, dp), 1, vp)
@@ -132,7 +132,7 @@ def _prepare(h, w, labels, tl: Tiling):
 def forward_stats(h, w, labels, *, tl: Tiling, inv_temp: float) -> _common.Stats:
     """Merged streaming statistics ``[N]`` (see module docstring)."""
     n, vocab = h.shape[0], w.shape[1]
-    hp, wp, yp = _prepare(h, w, labels, tl)
+    hp, wp, yp = _prepare(h, w, labels, tl, tl.bn)
     np_, dp = hp.shape
     nv = wp.shape[1] // tl.bv
     h_spec, w_spec, col_spec = _specs(tl, dp)
@@ -173,9 +173,13 @@ def backward(h, w, labels, lse, ez, g_lp, g_ent, g_sc, *, tl: Tiling, inv_temp: 
     """``(dh [N, D] f32, dW [D, V] f32)``: a scan over token chunks of ``tl.nc``."""
     n, d = h.shape
     vocab = w.shape[1]
-    hp, wp, yp = _prepare(h, w, labels, tl)
+    # Balanced chunks of at most tl.nc tokens (1100 tokens -> 2 x 576, not 2 x 1024).
+    n_blocks = round_up(n, tl.bn)
+    n_chunks = -(-n_blocks // tl.nc)
+    nc = round_up(-(-n_blocks // n_chunks), tl.bn)
+    tl = dataclasses.replace(tl, nc=nc)
+    hp, wp, yp = _prepare(h, w, labels, tl, nc * n_chunks)
     np_, dp = hp.shape
-    n_chunks = np_ // tl.nc
     per_token = [g for g in (lse, ez, g_lp, g_ent, g_sc) if g is not None]
     # Padded tokens get zero cotangents, so they add nothing to dW.
     per_token = [_pad(x.astype(jnp.float32), 0, np_)[:, None] for x in per_token]

@@ -15,12 +15,22 @@ from jax import lax
 
 from jaxrl_reason.kernels.token_logprob import _common
 
-# Tuned on the 2-core CPU with benchmarks/token_logprob.py (docs/performance.md).
-DEFAULT_CHUNK = 2048
+# Tuned on the 2-core CPU with benchmarks/token_logprob.py (docs/performance.md): XLA:CPU keeps
+# about four [N, chunk] float32 buffers live against the reference's ~1.2 [N, V], so
+# chunk <= V / 40 keeps the forward scratch >= 10x below the reference; 2048 columns are
+# enough to keep the matmul efficient, and below 256 the scan's per-step overhead shows.
+MAX_CHUNK = 2048
+MIN_CHUNK = 256
+
+
+def default_chunk(vocab: int) -> int:
+    """Largest power of two <= V / 40, clamped to [MIN_CHUNK, MAX_CHUNK]."""
+    target = max(vocab // 40, 1)
+    return max(MIN_CHUNK, min(MAX_CHUNK, 1 << (target.bit_length() - 1)))
 
 
 def _geometry(vocab: int, chunk: int | None) -> tuple[int, int]:
-    c = min(chunk or DEFAULT_CHUNK, vocab)
+    c = min(chunk or default_chunk(vocab), vocab)
     return c, -(-vocab // c)
 
 
@@ -75,5 +85,8 @@ def bwd(h, w, labels, lse, ez, g_lp, g_ent, g_sc, plan: _common.Plan):
 
 
 def plan(temperature: float, with_sc: bool, chunk: int | None = None) -> _common.Plan:
-    """The XLA :class:`~._common.Plan`; ``chunk`` columns per step (default ``DEFAULT_CHUNK``)."""
+    """The XLA :class:`~._common.Plan`: ``chunk`` vocabulary columns a step.
+
+    ``None`` picks :func:`default_chunk`.
+    """
     return _common.Plan(fwd, bwd, float(temperature), bool(with_sc), chunk)

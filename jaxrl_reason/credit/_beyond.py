@@ -1,0 +1,110 @@
+"""Private array helpers shared by the process / Monte Carlo / tree / agent estimators.
+
+Kept separate from ``outcome.py`` / ``scans.py`` (written in parallel) so these modules do not
+depend on them; the helpers are small and may be deduplicated later.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def rev_discounted_cumsum(x: Array, gamma: float | Array = 1.0, mask: Array | None = None) -> Array:
+    """``G[..., t] = x[..., t] + gamma * G[..., t + 1]`` along the last axis (reverse scan).
+
+    Positions outside ``mask`` contribute 0 and still carry the discount (right padding only
+    matters after the last valid position, where everything is 0 anyway). Returns float32.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    if mask is not None:
+        x = jnp.where(jnp.asarray(mask, bool), x, 0.0)
+    gamma = jnp.asarray(gamma, jnp.float32)
+    xt = jnp.moveaxis(x, -1, 0)
+
+    def step(carry, xi):
+        g = xi + gamma * carry
+        return g, g
+
+    _, out = jax.lax.scan(step, jnp.zeros_like(xt[0]), xt, reverse=True)
+    return jnp.moveaxis(out, 0, -1)
+
+
+def dense_ids(keys: tuple[Array, ...], valid: Array) -> tuple[Array, Array]:
+    """Dense group numbers ``0 .. G-1`` for rows that share every key (a jit-able ``unique``).
+
+    Args:
+      keys: int arrays ``[M]``; rows with equal values in all keys form one group.
+      valid: bool ``[M]``; invalid rows get id ``M`` (an overflow bucket) and join no group.
+
+    Returns:
+      ``(ids int32[M], num_buckets)`` with ``num_buckets = M + 1`` (static), for
+      ``jax.ops.segment_sum(..., num_segments=num_buckets)``.
+
+    Sorting (``O(M log M)``) instead of a pairwise ``[M, M]`` comparison keeps memory linear,
+    and no assumption is made about the range of the key values.
+    """
+    valid = jnp.asarray(valid, bool)
+    m = valid.shape[0]
+    keys = tuple(jnp.where(valid, jnp.asarray(k, jnp.int32), 0) for k in keys)
+    # lexsort: the last key is the primary one; invalid rows sort last.
+    order = jnp.lexsort(tuple(reversed(keys)) + (~valid,))
+    sk = [k[order] for k in keys]
+    sv = valid[order]
+    new = jnp.zeros((m,), bool).at[0].set(True)
+    for k in sk:
+        new = new | jnp.concatenate([jnp.ones((1,), bool), k[1:] != k[:-1]])
+    sorted_ids = jnp.cumsum(new.astype(jnp.int32)) - 1
+    sorted_ids = jnp.where(sv, sorted_ids, m)
+    ids = jnp.zeros((m,), jnp.int32).at[order].set(sorted_ids)
+    return ids, m + 1
+
+
+def group_moments(x: Array, ids: Array, valid: Array, num_buckets: int):
+    """Per-row statistics of the row's group: ``(count, sum, mean, var_pop)``, each ``[M]``.
+
+    ``x [M]`` float, ``ids int32[M]`` from :func:`dense_ids`, ``valid bool[M]``. Invalid rows
+    see their own (empty) overflow bucket: count 0, statistics 0.
+    """
+    x = jnp.where(valid, jnp.asarray(x, jnp.float32), 0.0)
+    w = jnp.asarray(valid, jnp.float32)
+    cnt = jax.ops.segment_sum(w, ids, num_buckets)
+    tot = jax.ops.segment_sum(x, ids, num_buckets)
+    mean = tot / jnp.maximum(cnt, 1.0)
+    dev = jnp.where(valid, x - mean[ids], 0.0)
+    var = jax.ops.segment_sum(dev * dev, ids, num_buckets) / jnp.maximum(cnt, 1.0)
+    cnt_r = jnp.where(valid, cnt[ids], 0.0)
+    return (
+        cnt_r,
+        jnp.where(valid, tot[ids], 0.0),
+        jnp.where(valid, mean[ids], 0.0),
+        jnp.where(valid, var[ids], 0.0),
+    )
+
+
+def group_normalize(
+    x: Array,
+    ids: Array,
+    valid: Array,
+    num_buckets: int,
+    *,
+    std: str = "unbiased",
+    eps: float = 1e-6,
+) -> Array:
+    """``(x - mean_group) / (std_group + eps)`` per row; 0 for invalid rows and singleton groups.
+
+    ``std``: ``"unbiased"`` (torch.std, GRPO), ``"pop"`` (numpy std) or ``"none"`` (mean only).
+    """
+    cnt, _, mean, var = group_moments(x, ids, valid, num_buckets)
+    centred = jnp.where(valid, jnp.asarray(x, jnp.float32) - mean, 0.0)
+    if std == "none":
+        out = centred
+    else:
+        if std == "unbiased":
+            var = var * jnp.where(cnt > 1, cnt / jnp.maximum(cnt - 1.0, 1.0), 0.0)
+        elif std != "pop":
+            raise ValueError(f"std must be 'unbiased', 'pop' or 'none', got {std!r}")
+        out = centred / (jnp.sqrt(var) + eps)
+    return jnp.where(valid & (cnt > 1), out, 0.0)
