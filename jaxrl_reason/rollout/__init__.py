@@ -1,1 +1,21 @@
-"""jaxrl_reason.rollout."""
+"""jaxrl_reason.rollout: the jitted sampler (prefill + decode loop), groups and continuations."""
+
+from jaxrl_reason.rollout.sampler import (
+    Rollout,
+    SamplingConfig,
+    bucket_length,
+    left_pad,
+    sample,
+    sample_token,
+    trace_count,
+)
+
+__all__ = [
+    "Rollout",
+    "SamplingConfig",
+    "bucket_length",
+    "left_pad",
+    "sample",
+    "sample_token",
+    "trace_count",
+]

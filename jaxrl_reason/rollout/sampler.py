@@ -1,0 +1,540 @@
+"""A pure, jitted sampler for decoder-only language models: prefill + on-device decode loop.
+
+One call of :func:`sample` runs one compiled XLA program:
+
+1. **Prefill.** The left-padded prompts go through the model once, writing the KV cache and
+   giving the next-token distribution at the last (always real) prompt column.
+2. **Decode.** A ``lax.while_loop`` feeds one token per row per step through the model with the
+   cache, samples the next token and stops as soon as every row has emitted a stop token (or
+   after ``max_new_tokens``). Nothing leaves the device inside the loop.
+
+The model is split with ``nnx.split`` into a static ``GraphDef`` and a ``State`` pytree, so the
+compiled program is a pure function of ``(state, arrays)``; ``jax.jit`` caches one executable
+per (graphdef, bucketed prompt length, batch, static sampling options). Prompt lengths are
+rounded up (more left padding) to a few buckets so that callers with ragged prompts, tree
+rollouts and Monte Carlo continuations rarely trigger a recompile.
+
+Behaviour log-probs. Every sampled token's log-prob is returned under
+``log_softmax(logits / temperature)``: the distribution the trainer recomputes from the same
+hidden states and LM head (``kernels.token_logprob(..., temperature=T)``). Top-k / top-p change
+which tokens *can* be drawn, but the returned log-prob is **not** renormalised over the kept set;
+this matches verl / vLLM's ``logprobs`` convention for PPO ratios (the truncation is treated as
+part of the environment, not of the policy). Greedy decoding reports log-probs at temperature 1.
+
+Randomness is per row: row ``b * n + j`` (sample ``j`` of prompt ``b``) draws its step-``t``
+token with ``fold_in(fold_in(prompt_key[b], j), t)``. Given per-prompt keys, a row's tokens do
+not depend on the other rows in the batch, on ``n`` or on the padding bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+__all__ = [
+    "SamplingConfig",
+    "Rollout",
+    "sample",
+    "sample_token",
+    "left_pad",
+    "bucket_length",
+    "trace_count",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and result
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Options of :func:`sample`.
+
+    Attributes:
+      max_new_tokens: response length ``R`` (tokens generated per row at most), >= 1.
+      temperature: softmax temperature ``T > 0`` (ignored when ``greedy``). Changing it does
+        not recompile.
+      top_k: keep only the ``k`` most likely tokens before sampling; 0 disables.
+      top_p: nucleus sampling: keep the smallest set of most likely tokens whose probability
+        (after temperature and top-k) reaches ``top_p``; 1.0 disables.
+      greedy: take the argmax (log-probs then use temperature 1).
+      n: samples per prompt; the output has ``B * n`` rows, groups contiguous.
+      stop_token_ids: a row finishes right after emitting any of these ids (the stop token is
+        part of the response and of ``response_mask``). ``None`` means the model config's
+        ``eos_token_id``; ``()`` means generate exactly ``max_new_tokens``.
+      pad_token_id: id written after a row finishes; ``None`` means the model config's
+        ``pad_token_id`` (0 if it has none).
+      prompt_bucket: prompt-length bucketing for compile reuse. Lengths are rounded up to a
+        power of two (>= 16) below ``prompt_bucket`` and to a multiple of ``prompt_bucket``
+        above it. 0 disables bucketing (exact lengths; one compile per length).
+    """
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    n: int = 1
+    stop_token_ids: tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+    prompt_bucket: int = 128
+
+    def __post_init__(self):
+        if self.stop_token_ids is not None:
+            ids = self.stop_token_ids
+            if isinstance(ids, int | np.integer):
+                ids = (ids,)
+            object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in ids))
+        if int(self.max_new_tokens) < 1:
+            raise ValueError(
+                f"SamplingConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}."
+            )
+        if not self.greedy and not float(self.temperature) > 0.0:
+            raise ValueError(
+                f"SamplingConfig.temperature must be > 0 when sampling, got {self.temperature}; "
+                "use greedy=True for argmax decoding."
+            )
+        if int(self.top_k) < 0:
+            raise ValueError(f"SamplingConfig.top_k must be >= 0 (0 = off), got {self.top_k}.")
+        if not 0.0 < float(self.top_p) <= 1.0:
+            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}.")
+        if int(self.n) < 1:
+            raise ValueError(f"SamplingConfig.n must be >= 1, got {self.n}.")
+        if int(self.prompt_bucket) < 0:
+            raise ValueError(
+                f"SamplingConfig.prompt_bucket must be >= 0 (0 = off), got {self.prompt_bucket}."
+            )
+
+
+@struct.dataclass
+class Rollout:
+    """Result of :func:`sample` (a pytree). ``B' = B * n`` rows, ``R = max_new_tokens``.
+
+    Attributes:
+      prompt_tokens: int32[B', P] the caller's left-padded prompts, each repeated ``n`` times.
+      prompt_mask: bool[B', P] True on real prompt tokens.
+      tokens: int32[B', R] response tokens; ``pad_token_id`` after the row finished.
+      response_mask: bool[B', R] True on generated tokens, up to and including the stop token.
+      logprobs: float32[B', R] behaviour log-prob ``log_softmax(logits / T)[token]`` of each
+        sampled token (T = 1 for greedy); 0 outside ``response_mask``.
+      finish_reason: int32[B'] 0 = emitted a stop token, 1 = reached ``max_new_tokens``.
+      group_ids: int32[B'] prompt index ``b`` of row ``b * n + j``.
+      lengths: int32[B'] number of response tokens (``response_mask.sum(-1)``).
+    """
+
+    prompt_tokens: jax.Array
+    prompt_mask: jax.Array
+    tokens: jax.Array
+    response_mask: jax.Array
+    logprobs: jax.Array
+    finish_reason: jax.Array
+    group_ids: jax.Array
+    lengths: jax.Array
+
+    FINISH_STOP = 0
+    FINISH_LENGTH = 1
+
+    def response_lists(self) -> list[list[int]]:
+        """Host-side list of each row's response token ids (stop token included)."""
+        toks = np.asarray(self.tokens)
+        lens = np.asarray(self.lengths)
+        return [toks[i, : lens[i]].tolist() for i in range(toks.shape[0])]
+
+
+# --------------------------------------------------------------------------------------------
+# Host helpers
+# --------------------------------------------------------------------------------------------
+
+
+def left_pad(
+    seqs: Sequence[Sequence[int]], pad_id: int = 0, *, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists into a batch (the layout :func:`sample` expects).
+
+    Continuation from partial responses is just this: pass ``prompt + prefix`` for each row.
+
+    Args:
+      seqs: ``B`` token-id sequences of any lengths.
+      pad_id: id for the padding columns.
+      length: total width ``P``; default the longest sequence. Must be >= every length.
+
+    Returns:
+      ``(tokens int32[B, P], mask bool[B, P])`` numpy arrays, real tokens right-aligned.
+    """
+    seqs = [list(map(int, s)) for s in seqs]
+    longest = max((len(s) for s in seqs), default=0)
+    width = longest if length is None else int(length)
+    if width < longest:
+        raise ValueError(
+            f"left_pad: length={width} is shorter than the longest sequence "
+            f"({longest} tokens); pass length >= {longest} or None."
+        )
+    tokens = np.full((len(seqs), width), pad_id, dtype=np.int32)
+    mask = np.zeros((len(seqs), width), dtype=bool)
+    for i, s in enumerate(seqs):
+        if s:
+            tokens[i, width - len(s) :] = s
+            mask[i, width - len(s) :] = True
+    return tokens, mask
+
+
+def bucket_length(length: int, bucket: int = 128, minimum: int = 16) -> int:
+    """Round a prompt length up to its compile bucket.
+
+    Powers of two (at least ``minimum``) up to ``bucket``, then multiples of ``bucket``: at most
+    ``log2(bucket / minimum) + 1`` shapes for short prompts, and at most ``bucket - 1`` wasted
+    (masked) columns for long ones. ``bucket == 0`` returns ``length`` unchanged.
+    """
+    if bucket <= 0:
+        return int(length)
+    if length <= bucket:
+        return int(min(bucket, max(minimum, 1 << max(0, int(length) - 1).bit_length())))
+    return int(-(-length // bucket) * bucket)
+
+
+# --------------------------------------------------------------------------------------------
+# Token sampling (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_typed_keys(key: jax.Array) -> jax.Array:
+    """Accept new-style typed keys or legacy raw ``uint32[..., 2]`` keys; return typed keys."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def _filter_logits(scaled: jax.Array, top_k: int, top_p: jax.Array | None) -> jax.Array:
+    """Set logits outside the top-k / top-p set to -inf. ``scaled``: float32[B, V].
+
+    Order as in HF / vLLM: temperature, then top-k, then top-p on the renormalised top-k set.
+    Ties at the threshold are all kept.
+    """
+    vocab = scaled.shape[-1]
+    if top_k <= 0 and top_p is None:
+        return scaled
+    if 0 < top_k < vocab:
+        vals = jax.lax.top_k(scaled, top_k)[0]  # [B, k] descending
+    else:
+        vals = -jnp.sort(-scaled, axis=-1) if top_p is not None else scaled
+    if top_p is None:
+        threshold = vals[:, -1]
+    else:
+        probs = jax.nn.softmax(vals, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        # Keep token i while the mass of strictly more likely tokens is below top_p; the
+        # first (most likely) token is always kept.
+        keep = (mass_before < top_p).at[:, 0].set(True)
+        threshold = jnp.min(jnp.where(keep, vals, jnp.inf), axis=-1)
+    return jnp.where(scaled >= threshold[:, None], scaled, -jnp.inf)
+
+
+def _sample_token(logits, keys, temperature, top_p, *, top_k: int, greedy: bool, use_top_p: bool):
+    """Core of :func:`sample_token` with the static / traced split used inside the jit."""
+    logits = logits.astype(jnp.float32)
+    if greedy:
+        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        lp = jnp.take_along_axis(logits, tok[:, None], axis=-1)[:, 0] - lse
+        return tok, lp
+    scaled = logits / temperature
+    filtered = _filter_logits(scaled, top_k, top_p if use_top_p else None)
+    tok = jax.vmap(jax.random.categorical)(keys, filtered).astype(jnp.int32)
+    lse = jax.nn.logsumexp(scaled, axis=-1)
+    lp = jnp.take_along_axis(scaled, tok[:, None], axis=-1)[:, 0] - lse
+    return tok, lp
+
+
+def sample_token(logits: jax.Array, keys: jax.Array, cfg: SamplingConfig):
+    """Draw one token per row from ``logits`` with the options of ``cfg``.
+
+    Args:
+      logits: float[B, V] next-token logits.
+      keys: ``B`` PRNG keys (typed ``key<impl>[B]`` or raw ``uint32[B, 2]``), one per row.
+      cfg: temperature / top_k / top_p / greedy are used.
+
+    Returns:
+      ``(tokens int32[B], logprobs float32[B])`` with ``logprobs = log_softmax(logits / T)``
+      at the drawn token (T = 1 when greedy; top-k / top-p truncation not renormalised).
+    """
+    return _sample_token(
+        logits,
+        _as_typed_keys(keys),
+        jnp.float32(cfg.temperature),
+        jnp.float32(cfg.top_p),
+        top_k=int(cfg.top_k),
+        greedy=bool(cfg.greedy),
+        use_top_p=float(cfg.top_p) < 1.0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled program
+# --------------------------------------------------------------------------------------------
+
+
+class _Static(NamedTuple):
+    """Hashable options that shape the compiled program (part of the jit cache key)."""
+
+    max_new_tokens: int
+    top_k: int
+    greedy: bool
+    use_top_p: bool
+    n: int
+    stop_token_ids: tuple[int, ...]
+    pad_token_id: int
+
+
+_TRACES = 0
+
+
+def trace_count() -> int:
+    """How many times the sampler program has been traced (= compiled) in this process."""
+    return _TRACES
+
+
+def _model_config(model) -> Any:
+    for name in ("cfg", "config"):
+        cfg = getattr(model, name, None)
+        if cfg is not None:
+            return cfg
+    raise TypeError(
+        f"sample: {type(model).__name__} has no `cfg` / `config` attribute; the sampler needs "
+        "the model's ModelConfig (for the KV cache shape and default eos / pad ids)."
+    )
+
+
+def _head_logits(hidden: jax.Array, w: jax.Array) -> jax.Array:
+    """float32 logits ``hidden[B, D] @ w[D, V]``: the same product the trainer's kernel uses."""
+    return jnp.dot(hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "static"))
+def _generate(graphdef, state, tokens, mask, prompt_keys, temperature, top_p, *, static):
+    """Prefill + decode. tokens int32[B, P] left-padded, mask bool[B, P], prompt_keys key[B]."""
+    global _TRACES
+    _TRACES += 1  # runs at trace time only: counts compiles
+
+    from jaxrl_reason.models import KVCache
+
+    model = nnx.merge(graphdef, state)
+    mcfg = _model_config(model)
+    n, steps = static.n, static.max_new_tokens
+    if n > 1:
+        tokens = jnp.repeat(tokens, n, axis=0)
+        mask = jnp.repeat(mask, n, axis=0)
+    batch, plen = tokens.shape
+    sample_idx = jnp.tile(jnp.arange(n, dtype=jnp.uint32), batch // n)
+    row_keys = jax.vmap(jax.random.fold_in)(jnp.repeat(prompt_keys, n, axis=0), sample_idx)
+
+    def draw(logits, t):
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, t)
+        return _sample_token(
+            logits,
+            step_keys,
+            temperature,
+            top_p,
+            top_k=static.top_k,
+            greedy=static.greedy,
+            use_top_p=static.use_top_p,
+        )
+
+    stop = jnp.asarray(static.stop_token_ids or (-1,), dtype=jnp.int32)
+
+    def is_stop(tok):
+        if not static.stop_token_ids:
+            return jnp.zeros(tok.shape, bool)
+        return jnp.any(tok[:, None] == stop[None, :], axis=-1)
+
+    w = model.lm_head_weight()
+    # Positions count real tokens only, so a left-padded row is positioned exactly as if it
+    # were alone (the same rule the model uses by default with a mask).
+    positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+    prompt_len = mask.astype(jnp.int32).sum(axis=1)
+    dtype = getattr(mcfg, "dtype", "float32")
+    cache = KVCache.init(mcfg, batch, plen + steps, jnp.dtype(dtype))
+    # Only the last column's hidden state is projected to the vocabulary: prefill logits over
+    # every prompt position would cost B * P * V floats.
+    hidden, cache = model(
+        tokens, positions=positions, attention_mask=mask, cache=cache, return_hidden=True
+    )
+    tok0, lp0 = draw(_head_logits(hidden[:, -1], w), 0)
+
+    out_tok = jnp.full((batch, steps), static.pad_token_id, jnp.int32)
+    out_lp = jnp.zeros((batch, steps), jnp.float32)
+    out_tok = out_tok.at[:, 0].set(tok0)
+    out_lp = out_lp.at[:, 0].set(lp0)
+    done = is_stop(tok0)
+    lengths = jnp.ones((batch,), jnp.int32)
+
+    def cond(carry):
+        t, _, _, done, *_ = carry
+        return (t < steps) & ~jnp.all(done)
+
+    def body(carry):
+        t, cache, prev, done, out_tok, out_lp, lengths = carry
+        feed = jnp.where(done, static.pad_token_id, prev)
+        hidden, cache = model(
+            feed[:, None],
+            positions=(prompt_len + t - 1)[:, None],
+            attention_mask=jnp.ones((batch, 1), bool),
+            cache=cache,
+            return_hidden=True,
+        )
+        tok, lp = draw(_head_logits(hidden[:, 0], w), t)
+        alive = ~done
+        tok = jnp.where(alive, tok, static.pad_token_id)
+        lp = jnp.where(alive, lp, 0.0)
+        out_tok = jax.lax.dynamic_update_slice(out_tok, tok[:, None], (0, t))
+        out_lp = jax.lax.dynamic_update_slice(out_lp, lp[:, None], (0, t))
+        lengths = lengths + alive.astype(jnp.int32)
+        done = done | is_stop(tok)
+        return t + 1, cache, tok, done, out_tok, out_lp, lengths
+
+    carry = (jnp.int32(1), cache, tok0, done, out_tok, out_lp, lengths)
+    _, _, _, done, out_tok, out_lp, lengths = jax.lax.while_loop(cond, body, carry)
+
+    # A row that emitted a stop token is finished by it, even if that was the last step.
+    finish = jnp.where(done, 0, 1).astype(jnp.int32)
+    response_mask = jnp.arange(steps)[None, :] < lengths[:, None]
+    group_ids = jnp.repeat(jnp.arange(batch // n, dtype=jnp.int32), n)
+    return out_tok, response_mask, out_lp, finish, group_ids, lengths
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _validate_prompts(prompt_tokens, prompt_mask) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.asarray(prompt_tokens)
+    mask = np.asarray(prompt_mask)
+    if tokens.ndim != 2:
+        raise ValueError(f"sample: prompt_tokens must be int32[B, P], got shape {tokens.shape}.")
+    if mask.shape != tokens.shape:
+        raise ValueError(
+            f"sample: prompt_mask shape {mask.shape} must equal prompt_tokens shape {tokens.shape}."
+        )
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"sample: prompt_tokens must be integer ids, got dtype {tokens.dtype}.")
+    mask = mask.astype(bool)
+    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise ValueError(f"sample: empty prompt batch (shape {tokens.shape}).")
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"sample: prompt rows {empty[:8].tolist()} have no real token (prompt_mask all "
+            "False); every row needs at least one token (e.g. the BOS id)."
+        )
+    # Left padding: once a row's mask turns True it stays True to the end.
+    if np.any(mask[:, :-1] & ~mask[:, 1:]):
+        bad = np.flatnonzero(np.any(mask[:, :-1] & ~mask[:, 1:], axis=1))
+        raise ValueError(
+            f"sample: prompt rows {bad[:8].tolist()} are not left-padded (a False follows a "
+            "True in prompt_mask); build the batch with rollout.left_pad."
+        )
+    return tokens.astype(np.int32), mask
+
+
+def _prompt_keys(key, batch: int) -> jax.Array:
+    key = _as_typed_keys(key)
+    if key.ndim == 0:
+        return jax.random.split(key, batch)
+    if key.shape == (batch,):
+        return key
+    raise ValueError(
+        f"sample: key must be one PRNG key or one key per prompt (shape ({batch},)), got key "
+        f"array of shape {key.shape}."
+    )
+
+
+def sample(
+    model: nnx.Module,
+    prompt_tokens: jax.Array | np.ndarray,
+    prompt_mask: jax.Array | np.ndarray,
+    key: jax.Array,
+    cfg: SamplingConfig,
+) -> Rollout:
+    """Generate responses for a batch of left-padded prompts (one compiled XLA program).
+
+    Args:
+      model: a ``jaxrl_reason.models.Transformer`` (anything with the contract's
+        ``__call__(tokens, positions=, attention_mask=, cache=, return_hidden=True)``,
+        ``lm_head_weight()`` and ``cfg``). Not modified.
+      prompt_tokens: int32[B, P] left-padded prompt ids; for continuation from a partial
+        response pass ``prompt + prefix`` (see :func:`left_pad`).
+      prompt_mask: bool[B, P] True on real tokens; each row needs at least one.
+      key: one PRNG key (split into ``B`` prompt keys), or ``B`` per-prompt keys. With per-prompt
+        keys, each row's result is independent of the rest of the batch.
+      cfg: :class:`SamplingConfig`.
+
+    Returns:
+      A :class:`Rollout` with ``B * n`` rows (prompt ``b``'s samples at rows ``b*n .. b*n+n-1``).
+    """
+    tokens, mask = _validate_prompts(prompt_tokens, prompt_mask)
+    batch, plen = tokens.shape
+    mcfg = _model_config(model)
+
+    stop_ids = cfg.stop_token_ids
+    if stop_ids is None:
+        eos = getattr(mcfg, "eos_token_id", None)
+        stop_ids = () if eos is None else (int(eos),)
+    pad_id = cfg.pad_token_id
+    if pad_id is None:
+        pad_id = getattr(mcfg, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+    max_pos = getattr(mcfg, "max_position_embeddings", None)
+    longest = int(mask.sum(axis=1).max())
+    if max_pos is not None and longest + cfg.max_new_tokens > max_pos:
+        raise ValueError(
+            f"sample: longest prompt ({longest} tokens) + max_new_tokens ({cfg.max_new_tokens}) "
+            f"exceeds the model's max_position_embeddings ({max_pos}); shorten one of them."
+        )
+
+    width = bucket_length(plen, cfg.prompt_bucket)
+    if width > plen:
+        tokens_b = np.concatenate([np.full((batch, width - plen), pad_id, np.int32), tokens], 1)
+        mask_b = np.concatenate([np.zeros((batch, width - plen), bool), mask], 1)
+    else:
+        tokens_b, mask_b = tokens, mask
+
+    static = _Static(
+        max_new_tokens=int(cfg.max_new_tokens),
+        top_k=int(cfg.top_k),
+        greedy=bool(cfg.greedy),
+        use_top_p=float(cfg.top_p) < 1.0,
+        n=int(cfg.n),
+        stop_token_ids=tuple(stop_ids),
+        pad_token_id=int(pad_id),
+    )
+    graphdef, state = nnx.split(model)
+    out_tok, resp_mask, out_lp, finish, group_ids, lengths = _generate(
+        graphdef,
+        state,
+        jnp.asarray(tokens_b),
+        jnp.asarray(mask_b),
+        _prompt_keys(key, batch),
+        jnp.float32(1.0 if cfg.greedy else cfg.temperature),
+        jnp.float32(cfg.top_p),
+        static=static,
+    )
+    n = static.n
+    return Rollout(
+        prompt_tokens=jnp.asarray(np.repeat(tokens, n, axis=0)),
+        prompt_mask=jnp.asarray(np.repeat(mask, n, axis=0)),
+        tokens=out_tok,
+        response_mask=resp_mask,
+        logprobs=out_lp,
+        finish_reason=finish,
+        group_ids=group_ids,
+        lengths=lengths,
+    )

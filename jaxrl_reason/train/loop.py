@@ -1,0 +1,510 @@
+"""The RL loop: rollout -> rewards -> advantages -> updates, with evaluation and checkpoints.
+
+One iteration (``Trainer.train_step``)::
+
+    prompts   = next(data)                                   host: task examples
+    rollout   = rollout.sample(policy, prompts, n=G)         device: jit sampler
+    rewards   = RewardMixer(decoded responses)               host: verifiers (time-limited)
+    adv, ret  = credit.get(config.algo.estimator)(...)       device: jit
+    for epoch, mini-batch: params = update(params, batch)    device: jit, donated
+
+Everything that makes a step's numbers (the PRNG key, the data position, the optimiser state,
+the reward tracker) is a function of the step index and the checkpointed state, so a resumed
+run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrl_reason import credit
+from jaxrl_reason.train import step as step_lib
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks from the config.
+
+
+def build_model(model_cfg: Any):
+    """``(model, tokenizer)`` from ``config.model``.
+
+    ``model.name``: ``"smollm2-135m-instruct"``, a Hugging Face checkpoint directory, or
+    ``"tiny_debug"`` (a tiny random model of the same code that uses the SmolLM2 tokenizer,
+    so tests exercise the real chat template and verifiers in seconds).
+    """
+    from jaxrl_reason.models import ModelConfig, Transformer, load_pretrained
+
+    dtype = model_cfg.get("dtype", "float32")
+    param_dtype = model_cfg.get("param_dtype", "float32")
+    if model_cfg.name == "tiny_debug":
+        tokenizer = smollm2_tokenizer()
+        cfg = ModelConfig.tiny_debug(
+            vocab_size=len(tokenizer),
+            dtype=dtype,
+            param_dtype=param_dtype,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        )
+        return Transformer(cfg, rngs=nnx.Rngs(model_cfg.get("init_seed", 0))), tokenizer
+    return load_pretrained(model_cfg.name, dtype=dtype, param_dtype=param_dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer and chat template alone (reads GGUF metadata, no weights)."""
+    import gguf
+
+    from jaxrl_reason.models.loaders import gguf_path
+    from jaxrl_reason.models.tokenizer import tokenizer_from_gguf
+
+    return tokenizer_from_gguf(gguf.GGUFReader(gguf_path("smollm2-135m-instruct")))
+
+
+def build_task(task_cfg: Any, split: str):
+    """A :class:`jaxrl_reason.data.base.Task` from ``config.task`` for ``split``."""
+    kind = task_cfg.name
+    common = {"prompt_format": task_cfg.get("prompt_format", "hash")}
+    if task_cfg.get("system_prompt", None) is not None:
+        common["system_prompt"] = task_cfg.system_prompt
+    if kind == "arithmetic":
+        from jaxrl_reason.data.arithmetic import ArithmeticTask
+
+        return ArithmeticTask(
+            split,
+            seed=task_cfg.get("seed", 0),
+            low=task_cfg.low,
+            high=task_cfg.high,
+            ops=tuple(task_cfg.ops),
+            num_examples=task_cfg.get(f"num_{split}", None) or None,
+            template=task_cfg.get("template", "What is {a} {op} {b}?"),
+            **common,
+        )
+    if kind == "gsm8k":
+        from jaxrl_reason.data.gsm8k import Gsm8kTask
+
+        return Gsm8kTask(split, data_dir=task_cfg.get("data_dir", None) or None, **common)
+    if kind == "math_jsonl":
+        from jaxrl_reason.data.math_dataset import MathTask
+
+        return MathTask(task_cfg.path, **common)
+    raise ValueError(
+        f"task.name={kind!r} is not a known task; use 'arithmetic', 'gsm8k' or 'math_jsonl'"
+    )
+
+
+def loss_config(config: Any, num_layers: int) -> step_lib.LossConfig:
+    """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature)."""
+    fields = {f.name for f in dataclasses.fields(step_lib.LossConfig)}
+    kw = {k: v for k, v in config.loss.items() if k in fields}
+    kw["temperature"] = float(config.rollout.temperature)
+    # Config files use 0 / "" for "off" so that overrides keep a fixed type.
+    kw["dual_clip"] = kw.get("dual_clip") or None
+    kw["kernel_impl"] = kw.get("kernel_impl") or None
+    if config.optim.get("trainable", "all") == "last_k":
+        kw["frozen_layers"] = num_layers - int(config.optim.last_k)
+    return step_lib.LossConfig(**kw)
+
+
+def chat_prompt_ids(tokenizer, task, examples) -> list[list[int]]:
+    """Token ids of each example's chat prompt (template applied, generation prompt added)."""
+    out = []
+    for ex in examples:
+        ids = tokenizer.apply_chat_template(
+            task.build_prompt(ex), add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        out.append(list(ids))
+    return out
+
+
+def decode_responses(tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """Decodes each row's first ``lengths[i]`` tokens (special tokens dropped)."""
+    return [
+        tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
+        for row, n in zip(tokens, lengths, strict=True)
+    ]
+
+
+def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Places each sequence's scalar reward on its last response token (verl's layout).
+
+    ``rewards float[B]``, ``lengths int[B]`` -> ``float32[B, width]``; empty responses get
+    nothing (their mask is empty anyway).
+    """
+    out = np.zeros((len(rewards), width), np.float32)
+    rows = np.nonzero(lengths > 0)[0]
+    out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer.
+
+
+@dataclasses.dataclass
+class StepTimes:
+    rollout_s: float = 0.0
+    reward_s: float = 0.0
+    train_s: float = 0.0
+
+
+class Trainer:
+    """Owns the model, optimiser, data, rewards, checkpoints and run directory of one run.
+
+    Args:
+      config: a validated, locked experiment ``ConfigDict``.
+      workdir: run directory (config.json, metrics.jsonl, TensorBoard, plots, checkpoints).
+      resume: continue from the latest checkpoint in ``workdir`` (a fresh run when none).
+    """
+
+    def __init__(self, config: Any, workdir: str, *, resume: bool = False):
+        from jaxrl_reason.data.iterator import DataIterator
+        from jaxrl_reason.rewards.mix import RewardMixer
+        from jaxrl_reason.train.checkpoint import Checkpointer
+        from jaxrl_reason.train.optim import build_optimizer
+
+        self.config = config
+        self.workdir = workdir
+        self.model, self.tokenizer = build_model(config.model)
+        self.graphdef, params, self.rest = nnx.split(self.model, nnx.Param, ...)
+        self.train_task = build_task(config.task, "train")
+        self.eval_task = build_task(config.task, "test")
+        self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
+        self.rewarder = RewardMixer(
+            dict(config.reward.weights),
+            fmt=config.task.get("verify_format", "auto"),
+            overlong_buffer=config.reward.get("overlong_buffer", 16),
+        )
+        self.loss_cfg = loss_config(config, self.model.config.num_layers)
+        self.use_value_head = bool(config.algo.get("value_head", False))
+        value_head = (
+            step_lib.init_value_head(self.model.config.hidden_size) if self.use_value_head else None
+        )
+        rollouts = config.rollout.batch_prompts * config.rollout.n_samples
+        mini = config.train.mini_batch_size
+        self.updates_per_step = config.train.ppo_epochs * (rollouts // mini)
+        self.optimizer = build_optimizer(
+            config.optim,
+            (params, value_head),
+            total_steps=max(config.total_steps * self.updates_per_step, 1),
+        )
+        # Fresh buffers per leaf: optimiser states may alias one array in several leaves,
+        # which buffer donation refuses.
+        opt_state = jax.tree.map(jnp.copy, self.optimizer.tx.init((params, value_head)))
+        self.state = {"params": params, "value_head": value_head, "opt_state": opt_state}
+        self.step = 0
+        self.ckpt = Checkpointer(
+            os.path.join(workdir, "checkpoints"),
+            save_every=config.checkpoint_every,
+            max_to_keep=config.get("max_checkpoints", 3),
+        )
+        if resume:
+            restored = self.ckpt.restore_latest(self.state)
+            if restored is not None:
+                self.state = restored.state
+                self.step = int(restored.step)
+                self.data.restore(restored.metadata["data"])
+        self.ref_params = params if self.loss_cfg.kl_coef > 0 else None
+        num_micro = mini // config.train.micro_batch_size
+        update = step_lib.make_update_fn(
+            self.graphdef, self.optimizer.tx, self.loss_cfg, num_micro,
+            with_value_head=self.use_value_head,
+        )
+        self._update = jax.jit(update, donate_argnums=(0, 1, 2))
+        self._estimator = credit.get(config.algo.estimator)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def policy(self) -> nnx.Module:
+        """The current policy as an NNX module (shares arrays with the train state)."""
+        return nnx.merge(self.graphdef, self.state["params"], self.rest)
+
+    def step_key(self, step: int, stream: int = 0) -> Array:
+        """The PRNG key of ``step``: a pure function of the seed and the step index."""
+        base = jax.random.key(self.config.seed)
+        return jax.random.fold_in(jax.random.fold_in(base, step), stream)
+
+    def sample(self, examples, key, *, n: int, temperature: float, greedy: bool = False):
+        """Rollout of ``examples`` with ``n`` samples each (see :mod:`jaxrl_reason.rollout`)."""
+        from jaxrl_reason.rollout import SamplingConfig, left_pad, sample
+
+        ids = chat_prompt_ids(self.tokenizer, self.train_task, examples)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        tokens, mask = left_pad(ids, pad)
+        cfg = SamplingConfig(
+            max_new_tokens=self.config.rollout.max_new_tokens,
+            temperature=temperature,
+            top_k=self.config.rollout.get("top_k", 0),
+            top_p=self.config.rollout.get("top_p", 1.0),
+            greedy=greedy,
+            n=n,
+            stop_token_ids=tuple(self.stop_ids()),
+        )
+        return sample(self.policy(), tokens, mask, key, cfg)
+
+    def stop_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+            ids.add(im_end)
+        return sorted(i for i in ids if i is not None)
+
+    @functools.cached_property
+    def _advantage_fn(self):
+        kw = dict(self.config.algo.get("estimator_kwargs", {}))
+
+        def fn(token_rewards, mask, group_ids, values):
+            if self.config.algo.estimator == "gae":
+                return self._estimator(token_rewards, mask, group_ids, values=values, **kw)
+            return self._estimator(token_rewards, mask, group_ids, **kw)
+
+        return jax.jit(fn)
+
+    @functools.cached_property
+    def _values_fn(self):
+        def fn(params, rest, value_head, batch):
+            model = nnx.merge(self.graphdef, params, rest)
+            h = step_lib.response_hidden(
+                model, batch["prompt_tokens"], batch["prompt_mask"], batch["response"]
+            )
+            return step_lib.value_forward(value_head, h) * batch["response_mask"]
+
+        return jax.jit(fn)
+
+    @functools.cached_property
+    def _ref_logprobs_fn(self):
+        def fn(params, rest, batch):
+            model = nnx.merge(self.graphdef, params, rest)
+            logp, _, _ = step_lib.sequence_logprobs(model, batch, self.loss_cfg)
+            return logp * batch["response_mask"]
+
+        return jax.jit(fn)
+
+    # -- one RL step ---------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, float]:
+        """Runs one rollout + update iteration and returns its metrics (host floats)."""
+        cfg = self.config
+        times = StepTimes()
+        step = self.step
+        t0 = time.perf_counter()
+        examples = next(self.data)
+        ro = self.sample(
+            examples, self.step_key(step), n=cfg.rollout.n_samples,
+            temperature=cfg.rollout.temperature,
+        )
+        ro = jax.tree.map(np.asarray, ro)
+        times.rollout_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        from jaxrl_reason.rewards.mix import RewardInputs
+
+        texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
+        answers = [examples[g].answer for g in ro.group_ids]
+        total, comps = self.rewarder(
+            RewardInputs(
+                responses=texts, answers=answers, lengths=ro.lengths,
+                group_ids=ro.group_ids, max_len=cfg.rollout.max_new_tokens,
+            )
+        )
+        correct = comps.get("correct")
+        if correct is None:
+            correct = self.train_task.verify_batch(texts, [examples[g] for g in ro.group_ids])
+        times.reward_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        mask = ro.response_mask.astype(np.float32)
+        batch = {
+            "prompt_tokens": ro.prompt_tokens.astype(np.int32),
+            "prompt_mask": ro.prompt_mask.astype(bool),
+            "response": ro.tokens.astype(np.int32),
+            "response_mask": mask,
+            "old_logprobs": ro.logprobs.astype(np.float32),
+        }
+        token_rewards = outcome_token_rewards(total, ro.lengths, ro.tokens.shape[1])
+        values = None
+        if self.use_value_head:
+            values = self._values_fn(
+                self.state["params"], self.rest, self.state["value_head"], batch
+            )
+            batch["old_values"] = np.asarray(values)
+        adv, ret = self._advantage_fn(token_rewards, mask, ro.group_ids.astype(np.int32), values)
+        batch["advantages"] = np.asarray(adv)
+        batch["returns"] = np.asarray(ret)
+        if self.ref_params is not None:
+            batch["ref_logprobs"] = np.asarray(
+                self._ref_logprobs_fn(self.ref_params, self.rest, batch)
+            )
+        metrics_acc: list[dict[str, Array]] = []
+        n_rows = mask.shape[0]
+        mini = cfg.train.mini_batch_size
+        perm_key = np.random.default_rng([cfg.seed, step, 1])
+        for _ in range(cfg.train.ppo_epochs):
+            order = perm_key.permutation(n_rows) if cfg.train.get("shuffle", True) else np.arange(n_rows)
+            for start in range(0, n_rows, mini):
+                idx = order[start : start + mini]
+                mb = {k: v[idx] for k, v in batch.items()}
+                params, vh, opt, m = self._update(
+                    self.state["params"], self.state["value_head"], self.state["opt_state"], mb
+                )
+                self.state = {"params": params, "value_head": vh, "opt_state": opt}
+                metrics_acc.append(m)
+        metrics_acc = jax.device_get(metrics_acc)
+        times.train_s = time.perf_counter() - t0
+
+        from jaxrl_reason.train.optim import nonfinite_stats
+
+        out: dict[str, float] = {}
+        for k in metrics_acc[0]:
+            out[k] = float(np.mean([m[k] for m in metrics_acc]))
+        out.update({k: float(v) for k, v in jax.device_get(nonfinite_stats(self.state["opt_state"])).items()})
+        n_tokens = float(mask.sum())
+        out.update(
+            {
+                "step": step + 1,
+                "reward/mean": float(np.mean(total)),
+                "reward/std": float(np.std(total)),
+                "accuracy": float(np.mean(correct)),
+                "kl": out.get("actor/kl", 0.0),
+                "entropy": out.get("actor/entropy", 0.0),
+                "response_length/mean": float(np.mean(ro.lengths)),
+                "response_length/clip_ratio": float(np.mean(ro.finish_reason == 1)),
+                "advantage/abs_mean": float(np.abs(batch["advantages"]).sum() / max(n_tokens, 1)),
+                "optim/learning_rate": float(
+                    self.optimizer.schedule((step + 1) * self.updates_per_step - 1)
+                ),
+                "time/rollout_s": times.rollout_s,
+                "time/reward_s": times.reward_s,
+                "time/train_s": times.train_s,
+                "time/step_s": times.rollout_s + times.reward_s + times.train_s,
+                "throughput/tokens_per_s": n_tokens
+                / max(times.rollout_s + times.reward_s + times.train_s, 1e-9),
+            }
+        )
+        for name, v in comps.items():
+            out[f"reward/{name}"] = float(np.mean(v))
+        self._last_samples = [
+            {"prompt": examples[g].prompt, "response": t, "reward": float(r), "answer": a}
+            for g, t, r, a in list(zip(ro.group_ids, texts, total, answers, strict=True))[:4]
+        ]
+        self.step = step + 1
+        return out
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Held-out evaluation: greedy accuracy, pass@k / maj@k with ``eval.n_samples``
+        samples at ``eval.temperature``, mean response length and distinct answers per prompt.
+        """
+        from jaxrl_reason.eval import summarize
+
+        cfg = self.config.eval
+        examples = list(self.eval_task[: cfg.num_prompts])
+        out: dict[str, float] = {}
+        greedy_correct, lengths = [], []
+        bs = cfg.get("batch_prompts", 32)
+        for i in range(0, len(examples), bs):
+            chunk = examples[i : i + bs]
+            ro = jax.tree.map(
+                np.asarray, self.sample(chunk, self.step_key(step, 7), n=1, temperature=1.0, greedy=True)
+            )
+            texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
+            greedy_correct.extend(self.eval_task.verify_batch(texts, chunk).tolist())
+            lengths.extend(ro.lengths.tolist())
+        out["eval/accuracy"] = float(np.mean(greedy_correct))
+        out["eval/response_length"] = float(np.mean(lengths))
+        if cfg.get("n_samples", 0) > 1:
+            from jaxrl_reason.rewards.canonical import canonical_keys
+            from jaxrl_reason.rewards.extract import extract_answer
+
+            n = cfg.n_samples
+            per_prompt, per_lengths = [], []
+            chunk_size = max(bs // n, 1)
+            for i in range(0, len(examples), chunk_size):
+                chunk = examples[i : i + chunk_size]
+                ro = jax.tree.map(
+                    np.asarray,
+                    self.sample(chunk, self.step_key(step, 8 + i), n=n, temperature=cfg.temperature),
+                )
+                texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
+                ok = self.eval_task.verify_batch(texts, [chunk[g] for g in ro.group_ids])
+                keys = canonical_keys([extract_answer(t)[0] for t in texts])
+                for j in range(len(chunk)):
+                    rows = np.nonzero(ro.group_ids == j)[0]
+                    per_prompt.append([(keys[r], bool(ok[r])) for r in rows])
+                    per_lengths.append(ro.lengths[rows].tolist())
+            summary = summarize(per_prompt, ks=tuple(int(k) for k in cfg.ks), lengths=per_lengths)
+            out.update({f"eval/{k}": float(v) for k, v in summary.items()})
+        return out
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        return {"data": self.data.state(), "step": self.step}
+
+    def run(self, writer=None) -> list[dict[str, float]]:
+        """Trains until ``total_steps`` (or a stop signal); returns the metrics rows written."""
+        from jaxrl_reason.train.logging import RunWriter, progress_bar, update_bar
+
+        cfg = self.config
+        own_writer = writer is None
+        if writer is None:
+            writer = RunWriter(self.workdir, resume_step=self.step if self.step else None)
+        writer.write_config(cfg)
+        rows = []
+        bar = progress_bar(cfg.total_steps, initial=self.step)
+        try:
+            if self.step == 0 and cfg.get("eval_at_start", True) and cfg.eval_every:
+                m = {"step": 0, **self.evaluate(0)}
+                writer.write_metrics(0, m)
+                rows.append(m)
+            while self.step < cfg.total_steps:
+                m = self.train_step()
+                s = self.step
+                if cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.total_steps):
+                    m.update(self.evaluate(s))
+                if not all(math.isfinite(v) for v in m.values() if isinstance(v, float)):
+                    m["nonfinite_metrics"] = 1.0
+                writer.write_metrics(s, m)
+                writer.write_samples(s, self._last_samples)
+                rows.append(m)
+                update_bar(bar, m)
+                stop = self.ckpt.stop_requested
+                if self.ckpt.should_save(s) or stop or s == cfg.total_steps:
+                    self.ckpt.save(s, self.state, self.checkpoint_metadata())
+                if stop:
+                    break
+        finally:
+            bar.close()
+            self.ckpt.wait_until_finished()
+            writer.write_plots()
+            if own_writer:
+                writer.close()
+        return rows
+
+
+def run_experiment(config: Any, workdir: str, *, resume: bool = False) -> list[dict[str, float]]:
+    """Builds a :class:`Trainer` and runs it (the body of ``experiments.train``)."""
+    trainer = Trainer(config, workdir, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.ckpt.close()
+
+
+__all__: Sequence[str] = ["Trainer", "run_experiment", "build_model", "build_task"]
