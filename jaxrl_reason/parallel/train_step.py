@@ -208,8 +208,8 @@ def sample_on_mesh(
       rules: logical -> mesh axis rules.
 
     Returns:
-      A :class:`jaxrl_reason.rollout.Rollout` (``B * n`` rows) whose device arrays are split
-      by rows like the prompts.
+      A :class:`jaxrl_reason.rollout.Rollout` (``B * n`` rows); XLA picks the layout of its
+      device arrays (``np.asarray`` gathers them).
     """
     from jaxrl_reason.rollout import sampler as S
 

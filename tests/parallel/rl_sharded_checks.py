@@ -299,6 +299,22 @@ def check_reshard_restore(results, env, ref, states, workdir, slow):
             results[f"restore_{name}"] = {"ok": bool(ok), "detail": detail}
 
 
+def check_memory(results):
+    """benchmarks/sharding.py: Qwen2.5-0.5B state per device under fsdp=8 vs replicated."""
+    from benchmarks import sharding as bench
+
+    rep = bench.measure(bench.QWEN2_5_0_5B, {"data": 8})
+    sh = bench.measure(bench.QWEN2_5_0_5B, {"fsdp": 8})
+    ratio = (sh["param_bytes"] + sh["opt_bytes"]) / (rep["param_bytes"] + rep["opt_bytes"])
+    real, predicted = bench.check_against_real({"fsdp": 8})
+    # 494.0M parameters; only norms' odd sizes and scalar counts escape the 1/8 split.
+    ok = 1 / 8 <= ratio < 0.1251 and real == predicted and 494e6 < rep["params"] < 494.1e6
+    results["memory_fsdp8"] = {
+        "ok": bool(ok),
+        "detail": f"ratio={ratio:.6f} params={rep['params']} tiny real={real} abstract={predicted}",
+    }
+
+
 def main(workdir: str, slow: bool) -> dict:
     results: dict = {
         "device_count": {"ok": jax.device_count() == 8, "detail": str(jax.device_count())}
@@ -319,6 +335,7 @@ def main(workdir: str, slow: bool) -> dict:
     }
     states = {}
     checks = [
+        check_memory,
         lambda r: states.update(check_steps(r, env, ref, list(MESHES))),
         lambda r: check_sampler(
             r, ["data2_fsdp2_tensor2"] + (["fsdp8", "fsdp4_tensor2"] if slow else [])

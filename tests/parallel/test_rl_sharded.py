@@ -78,3 +78,7 @@ def test_slow_sampler_meshes_and_training_after_restore(tmp_path):
         "restore_data8",
     ):
         _check(results, name)
+
+
+def test_fsdp8_holds_an_eighth_of_qwen_0_5b_state_per_device(report):
+    _check(report, "memory_fsdp8")
