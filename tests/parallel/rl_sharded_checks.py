@@ -307,11 +307,41 @@ def check_memory(results):
     sh = bench.measure(bench.QWEN2_5_0_5B, {"fsdp": 8})
     ratio = (sh["param_bytes"] + sh["opt_bytes"]) / (rep["param_bytes"] + rep["opt_bytes"])
     real, predicted = bench.check_against_real({"fsdp": 8})
-    # 494.0M parameters; only norms' odd sizes and scalar counts escape the 1/8 split.
+    # 494.0M parameters; only the q/k/v biases (no embed dim) and scalar counts stay whole.
     ok = 1 / 8 <= ratio < 0.1251 and real == predicted and 494e6 < rep["params"] < 494.1e6
     results["memory_fsdp8"] = {
         "ok": bool(ok),
         "detail": f"ratio={ratio:.6f} params={rep['params']} tiny real={real} abstract={predicted}",
+    }
+
+
+def check_value_head(results, env):
+    """PPO shape: a value head (replicated) trained with the policy, fsdp=4 x tensor=2."""
+    batch = dict(env["batch"])
+    batch["old_values"] = (0.1 * np.random.default_rng(2).standard_normal((B, R))).astype(
+        np.float32
+    ) * batch["response_mask"]
+    c = env["c"]
+    loss_cfg = loop.loss_config(c, MODEL_CFG.num_layers)
+    _, graphdef, params, _ = new_params()
+    vh = step.init_value_head(MODEL_CFG.hidden_size)
+    opt = build_optimizer(c.optim, (params, vh), total_steps=c.total_steps)
+    update = step.make_update_fn(graphdef, opt.tx, loss_cfg, 2, with_value_head=True)
+    opt_state = jax.tree.map(jnp.copy, opt.tx.init((params, vh)))
+    p_ref, vh_ref, _, m_ref = jax.jit(update)(params, vh, opt_state, batch)
+    mesh = parallel.make_mesh(MESHES["fsdp4_tensor2"])
+    _, _, params, _ = new_params()
+    state, shardings = pts.shard_train_state(params, vh, opt.tx, mesh)
+    p, vh2, _, m = pts.jit_sharded_update(update, mesh, shardings)(
+        state["params"], state["value_head"], state["opt_state"], parallel.global_batch(batch, mesh)
+    )
+    worst, where = compare_params((p, vh2), (p_ref, vh_ref))
+    rel = abs(float(m["loss"]) - float(m_ref["loss"])) / abs(float(m_ref["loss"]))
+    moved = float(np.max(np.abs(np.asarray(vh_ref["w"]))))
+    ok = worst <= RTOL and rel <= RTOL and moved > 0 and vh2["w"].sharding.is_fully_replicated
+    results["value_head_fsdp4_tensor2"] = {
+        "ok": bool(ok),
+        "detail": f"loss_rel={rel:.1e} param_rel={worst:.1e} ({where}) |w|max={moved:.2e}",
     }
 
 
@@ -342,6 +372,8 @@ def main(workdir: str, slow: bool) -> dict:
         ),
         lambda r: check_reshard_restore(r, env, ref, states, os.path.join(workdir, "ckpt"), slow),
     ]
+    if slow:
+        checks.append(lambda r: check_value_head(r, env))
     for fn in checks:
         try:
             fn(results)
