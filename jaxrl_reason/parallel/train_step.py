@@ -109,8 +109,13 @@ def shard_train_state(
       a ``jax.Array`` on ``mesh`` (the layout of ``Trainer.state``) and ``shardings`` the same
       tree of :class:`NamedSharding` (Variables hold shardings in ``params``). Adam moments
       follow their parameters (1/fsdp of the state per device under FSDP); step counts and the
-      value head are replicated. Use ``shardings`` for ``jit`` and for a resharding restore
-      (``parallel.abstract_with_shardings(state, shardings)``).
+      value head are replicated. Use ``shardings`` for :func:`jit_sharded_update`; to resume
+      on another mesh pass a fresh ``state`` built on that mesh to
+      ``Checkpointer.restore_latest`` as the target.
+
+    Arrays already laid out as the rules say are not copied, so ``state["params"]`` may share
+    buffers with ``params``: copy anything kept beside the train state (e.g. the KL reference
+    weights, ``jax.tree.map(jnp.copy, state["params"])``) before the first donated update.
     """
     replicated = NamedSharding(mesh, PartitionSpec())
     p_sh = param_shardings(params, mesh, rules)
