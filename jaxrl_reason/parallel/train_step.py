@@ -1,0 +1,280 @@
+"""The RL train state, update step and sampler placed on a device mesh.
+
+Glue between :mod:`jaxrl_reason.parallel.sharding` (logical names -> ``NamedSharding``) and the
+single-device pieces the trainer already has (``train.step.make_update_fn``,
+``rollout.sample``). Nothing here changes the math: the same update function is compiled with
+explicit ``in_shardings`` / ``out_shardings`` and XLA's SPMD partitioner inserts the
+all-gathers (FSDP), reduce-scatters (gradients) and all-reduces (tensor parallelism).
+
+Typical use (what :class:`jaxrl_reason.train.loop.Trainer` does on a mesh)::
+
+    mesh = parallel.make_mesh(config.mesh)
+    state, shardings = shard_train_state(params, value_head, tx, mesh)
+    update = jit_sharded_update(step.make_update_fn(...), mesh, shardings)
+    batch = parallel.global_batch(host_minibatch, mesh, batch_spec(mesh))
+    p, vh, o, metrics = update(state["params"], state["value_head"], state["opt_state"], batch)
+
+The optimiser state is created *eagerly* from the already-sharded parameters: ``tx.init``
+makes its moments with ``zeros_like(param)``, which keeps each parameter's sharding, whereas
+under ``jit`` without ``out_shardings`` XLA may replicate the constant zeros (every device then
+holds the full Adam state, defeating FSDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrl_reason.parallel.sharding import (
+    DEFAULT_RULES,
+    Rules,
+    logical_to_spec,
+    param_shardings,
+    shardings_of,
+)
+
+__all__ = [
+    "batch_sharding",
+    "batch_spec_for",
+    "jit_sharded_update",
+    "sample_on_mesh",
+    "shard_model",
+    "shard_train_state",
+]
+
+
+def batch_spec_for(
+    mesh: Mesh, rules: Rules = DEFAULT_RULES, batch_size: int | None = None
+) -> PartitionSpec:
+    """``PartitionSpec`` of a ``[B, ...]`` batch leaf: rows over the ``batch`` rule's axes.
+
+    Args:
+      mesh: the device mesh (axes of size 1 are dropped from the spec).
+      rules: logical -> mesh axis rules; ``batch`` maps to ``("data", "fsdp")`` by default.
+      batch_size: when given, trailing mesh axes that do not divide it are dropped (down to
+        replicated), as for parameters; leave ``None`` for training batches, which must divide.
+
+    Returns:
+      A one-entry spec (trailing dimensions are implicitly whole), valid for leaves of any rank.
+    """
+    shape = None if batch_size is None else (batch_size,)
+    return logical_to_spec(("batch",), rules, mesh=mesh, shape=shape)
+
+
+def batch_sharding(
+    mesh: Mesh, rules: Rules = DEFAULT_RULES, batch_size: int | None = None
+) -> NamedSharding:
+    """``NamedSharding`` for every ``[B, ...]`` leaf of a batch (see :func:`batch_spec_for`).
+
+    One sharding serves the whole batch dict as a pytree prefix of ``jax.jit``'s
+    ``in_shardings``.
+    """
+    return NamedSharding(mesh, batch_spec_for(mesh, rules, batch_size))
+
+
+def _fresh(x: Any) -> Any:
+    # Donation refuses a buffer that appears twice in the donated arguments; optax states can
+    # alias one array in several leaves (e.g. a shared step count). A copy keeps the sharding.
+    return jnp.copy(x) if isinstance(x, jax.Array) else x
+
+
+def shard_train_state(
+    params: Any,
+    value_head: Any,
+    tx: Any,
+    mesh: Mesh,
+    rules: Rules = DEFAULT_RULES,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Places the RL train state on ``mesh`` and creates the optimiser state there.
+
+    Args:
+      params: ``nnx.State`` of the model's ``nnx.Param`` s (``nnx.split(model, nnx.Param,
+        ...)[1]``) whose Variables carry logical names (``out_sharding`` metadata); on host or
+        on any devices.
+      value_head: the PPO value head ``{"w": f32[D], "b": f32[]}`` or ``None`` (GRPO). It is
+        tiny and replicated.
+      tx: the ``optax.GradientTransformation`` that will update ``(params, value_head)``
+        (``train.optim.build_optimizer(...).tx``).
+      mesh: the device mesh (:func:`jaxrl_reason.parallel.make_mesh`).
+      rules: logical -> mesh axis rules.
+
+    Returns:
+      ``(state, shardings)``: ``state = {"params", "value_head", "opt_state"}`` with every leaf
+      a ``jax.Array`` on ``mesh`` (the layout of ``Trainer.state``) and ``shardings`` the same
+      tree of :class:`NamedSharding` (Variables hold shardings in ``params``). Adam moments
+      follow their parameters (1/fsdp of the state per device under FSDP); step counts and the
+      value head are replicated. Use ``shardings`` for :func:`jit_sharded_update`; to resume
+      on another mesh pass a fresh ``state`` built on that mesh to
+      ``Checkpointer.restore_latest`` as the target.
+
+    Arrays already laid out as the rules say are not copied, so ``state["params"]`` may share
+    buffers with ``params``: copy anything kept beside the train state (e.g. the KL reference
+    weights, ``jax.tree.map(jnp.copy, state["params"])``) before the first donated update.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    p_sh = param_shardings(params, mesh, rules)
+    params = jax.device_put(params, p_sh)
+    vh_sh = None if value_head is None else jax.tree.map(lambda _: replicated, value_head)
+    if value_head is not None:
+        value_head = jax.device_put(value_head, vh_sh)
+    # Eager on purpose (see the module docstring): moments inherit the param shardings.
+    opt_state = jax.tree.map(_fresh, tx.init((params, value_head)))
+    o_sh = shardings_of(opt_state, mesh)
+    opt_state = jax.device_put(opt_state, o_sh)
+    state = {"params": params, "value_head": value_head, "opt_state": opt_state}
+    shardings = {"params": p_sh, "value_head": vh_sh, "opt_state": o_sh}
+    return state, shardings
+
+
+def jit_sharded_update(
+    update_fn: Callable,
+    mesh: Mesh,
+    state_shardings: dict[str, Any],
+    batch_sh: NamedSharding | None = None,
+    *,
+    donate: bool = True,
+) -> Callable:
+    """Compiles ``update(params, value_head, opt_state, batch)`` for ``mesh``.
+
+    Args:
+      update_fn: from ``train.step.make_update_fn`` (returns ``(params, value_head,
+        opt_state, metrics)``).
+      mesh: the device mesh.
+      state_shardings: the ``shardings`` returned by :func:`shard_train_state`.
+      batch_sh: sharding of every batch leaf (default :func:`batch_sharding`: rows over
+        ``("data", "fsdp")``). Batches must already carry it
+        (``parallel.global_batch(batch, mesh, batch_sh.spec)``); a host numpy batch is also
+        accepted on one host and split on the way in.
+      donate: donate the three state arguments (their buffers are reused for the outputs, so
+        the train state exists once in device memory). The caller must not touch the old
+        arrays after a call.
+
+    Returns:
+      The jitted function. The new state comes back with exactly ``state_shardings`` (so it can
+      be fed straight back in, and checkpointed shard by shard); metrics are replicated scalars.
+    """
+    if batch_sh is None:
+        batch_sh = batch_sharding(mesh)
+    s = state_shardings
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        update_fn,
+        in_shardings=(s["params"], s["value_head"], s["opt_state"], batch_sh),
+        out_shardings=(s["params"], s["value_head"], s["opt_state"], replicated),
+        donate_argnums=(0, 1, 2) if donate else (),
+    )
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.Module:
+    """Shards an NNX model's variables in place from their logical names; returns it.
+
+    Variables without names (and non-parameter state) are replicated on ``mesh``.
+    """
+    nnx.update(
+        model, jax.device_put(nnx.state(model), param_shardings(nnx.state(model), mesh, rules))
+    )
+    return model
+
+
+def sample_on_mesh(
+    model: nnx.Module,
+    prompt_tokens: Any,
+    prompt_mask: Any,
+    key: jax.Array,
+    cfg: Any,
+    mesh: Mesh,
+    rules: Rules = DEFAULT_RULES,
+):
+    """:func:`jaxrl_reason.rollout.sample` with sharded weights and a batch split over devices.
+
+    The model's variables are placed by their logical names (FSDP / tensor parallel, as in
+    training); the left-padded prompts, their masks and the per-prompt PRNG keys are split by
+    rows over the ``batch`` rule's axes (``("data", "fsdp")``), dropping axes that do not
+    divide the number of prompts. The compiled sampler is the same program as on one device:
+    XLA propagates the row split into the KV cache and the decode loop, and each row's tokens
+    are the same as on one device (same per-row keys; see the sampler's docstring).
+
+    This mirrors ``rollout.sample``'s host-side preparation (validation, prompt-length
+    bucketing, stop / pad ids) and calls its compiled program with placed inputs, because
+    ``sample`` itself turns its inputs into host numpy arrays.
+
+    Args:
+      model: a ``jaxrl_reason.models.Transformer`` (sharded in place).
+      prompt_tokens: int32 ``[B, P]`` left-padded; ``prompt_mask`` bool ``[B, P]``.
+      key: one PRNG key or ``B`` per-prompt keys.
+      cfg: a :class:`jaxrl_reason.rollout.SamplingConfig`.
+      mesh: the device mesh. On several hosts every host must pass the same prompts.
+      rules: logical -> mesh axis rules.
+
+    Returns:
+      A :class:`jaxrl_reason.rollout.Rollout` (``B * n`` rows); XLA picks the layout of its
+      device arrays (``np.asarray`` gathers them).
+    """
+    from jaxrl_reason.rollout import sampler as S
+
+    tokens, mask = S._validate_prompts(prompt_tokens, prompt_mask)
+    batch, plen = tokens.shape
+    mcfg = S._model_config(model)
+    stop_ids = cfg.stop_token_ids
+    if stop_ids is None:
+        eos = getattr(mcfg, "eos_token_id", None)
+        stop_ids = () if eos is None else (int(eos),)
+    pad_id = cfg.pad_token_id
+    if pad_id is None:
+        pad_id = getattr(mcfg, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+    max_pos = getattr(mcfg, "max_position_embeddings", None)
+    longest = int(mask.sum(axis=1).max())
+    if max_pos is not None and longest + cfg.max_new_tokens > max_pos:
+        raise ValueError(
+            f"sample_on_mesh: longest prompt ({longest} tokens) + max_new_tokens "
+            f"({cfg.max_new_tokens}) exceeds max_position_embeddings ({max_pos})."
+        )
+    width = S.bucket_length(plen, cfg.prompt_bucket)
+    if width > plen:
+        tokens_b = np.concatenate([np.full((batch, width - plen), pad_id, np.int32), tokens], 1)
+        mask_b = np.concatenate([np.zeros((batch, width - plen), bool), mask], 1)
+    else:
+        tokens_b, mask_b = tokens, mask
+    static = S._Static(
+        max_new_tokens=int(cfg.max_new_tokens),
+        top_k=int(cfg.top_k),
+        greedy=bool(cfg.greedy),
+        use_top_p=float(cfg.top_p) < 1.0,
+        n=int(cfg.n),
+        stop_token_ids=tuple(stop_ids),
+        pad_token_id=int(pad_id),
+    )
+    shard_model(model, mesh, rules)
+    graphdef, state = nnx.split(model)
+    rows = batch_sharding(mesh, rules, batch_size=batch)
+    # Every process holds the same prompts, so a device_put onto the global sharding is
+    # consistent across hosts (each keeps its own rows).
+    put = lambda x: jax.device_put(x, rows)  # noqa: E731
+    out_tok, resp_mask, out_lp, finish, group_ids, lengths = S._generate(
+        graphdef,
+        state,
+        put(tokens_b),
+        put(mask_b),
+        put(S._prompt_keys(key, batch)),
+        jnp.float32(1.0 if cfg.greedy else cfg.temperature),
+        jnp.float32(cfg.top_p),
+        static=static,
+    )
+    n = static.n
+    return S.Rollout(
+        prompt_tokens=jnp.asarray(np.repeat(tokens, n, axis=0)),
+        prompt_mask=jnp.asarray(np.repeat(mask, n, axis=0)),
+        tokens=out_tok,
+        response_mask=resp_mask,
+        logprobs=out_lp,
+        finish_reason=finish,
+        group_ids=group_ids,
+        lengths=lengths,
+    )
