@@ -222,10 +222,20 @@ class Trainer:
             (params, value_head),
             total_steps=max(config.total_steps * self.updates_per_step, 1),
         )
-        # Fresh buffers per leaf: optimiser states may alias one array in several leaves,
-        # which buffer donation refuses.
-        opt_state = jax.tree.map(jnp.copy, self.optimizer.tx.init((params, value_head)))
-        self.state = {"params": params, "value_head": value_head, "opt_state": opt_state}
+        # One device mesh (data, fsdp, tensor) from config.mesh; parameters are placed by their
+        # logical axis names and the optimiser state is built eagerly on them (so Adam moments
+        # follow their parameter's sharding). A single device is the 1x1x1 mesh.
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from jaxrl_reason import parallel
+        from jaxrl_reason.parallel import train_step as pts
+
+        self.mesh = parallel.make_mesh(config.mesh)
+        self.state, self.shardings = pts.shard_train_state(
+            params, value_head, self.optimizer.tx, self.mesh
+        )
+        self.rest = jax.device_put(self.rest, NamedSharding(self.mesh, PartitionSpec()))
+        self._batch_spec = pts.batch_sharding(self.mesh).spec
         self.step = 0
         self.ckpt = Checkpointer(
             os.path.join(workdir, "checkpoints"),
@@ -244,7 +254,10 @@ class Trainer:
                     self.history = AnswerHistory.from_state_dict(
                         restored.metadata["answer_history"]
                     )
-        self.ref_params = params if self.loss_cfg.kl_coef > 0 else None
+        # A frozen copy (the train state's buffers are donated at every update).
+        self.ref_params = (
+            jax.tree.map(jnp.copy, self.state["params"]) if self.loss_cfg.kl_coef > 0 else None
+        )
         num_micro = mini // config.train.micro_batch_size
         update = step_lib.make_update_fn(
             self.graphdef,
@@ -253,7 +266,7 @@ class Trainer:
             num_micro,
             with_value_head=self.use_value_head,
         )
-        self._update = jax.jit(update, donate_argnums=(0, 1, 2))
+        self._update = pts.jit_sharded_update(update, self.mesh, self.shardings)
         self._estimator = credit.get(config.algo.estimator)
 
     # -- pieces --------------------------------------------------------------------------------
@@ -284,7 +297,11 @@ class Trainer:
             stop_token_ids=tuple(self.stop_ids()),
             prompt_bucket=self.config.rollout.get("prompt_bucket", 16),
         )
-        return sample(self.policy(), tokens, mask, key, cfg)
+        if self.mesh.size == 1:
+            return sample(self.policy(), tokens, mask, key, cfg)
+        from jaxrl_reason.parallel.train_step import sample_on_mesh
+
+        return sample_on_mesh(self.policy(), tokens, mask, key, cfg, self.mesh)
 
     def stop_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}
@@ -343,6 +360,17 @@ class Trainer:
             return logp * batch["response_mask"]
 
         return jax.jit(fn)
+
+    def _host_rows(self, mb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This host's contiguous share of a mini-batch's rows (multi-host runs)."""
+        n, i = jax.process_count(), jax.process_index()
+        rows = next(iter(mb.values())).shape[0]
+        if rows % n:
+            raise ValueError(
+                f"train.mini_batch_size={rows} must be divisible by the {n} hosts of the run"
+            )
+        k = rows // n
+        return {key: v[i * k : (i + 1) * k] for key, v in mb.items()}
 
     # -- one RL step ---------------------------------------------------------------------------
 
@@ -437,6 +465,10 @@ class Trainer:
             batch["ref_logprobs"] = np.asarray(
                 self._ref_logprobs_fn(self.ref_params, self.rest, batch)
             )
+        from jax.sharding import NamedSharding
+
+        from jaxrl_reason.parallel import global_batch
+
         metrics_acc: list[dict[str, Array]] = []
         n_rows = mask.shape[0]
         mini = cfg.train.mini_batch_size
@@ -450,6 +482,10 @@ class Trainer:
             for start in range(0, n_rows, mini):
                 idx = order[start : start + mini]
                 mb = {k: v[idx] for k, v in batch.items()}
+                if jax.process_count() == 1:
+                    mb = jax.device_put(mb, NamedSharding(self.mesh, self._batch_spec))
+                else:  # each host passes its own rows of the global mini-batch
+                    mb = global_batch(self._host_rows(mb), self.mesh, self._batch_spec)
                 params, vh, opt, m = self._update(
                     self.state["params"], self.state["value_head"], self.state["opt_state"], mb
                 )
