@@ -30,13 +30,22 @@ SHAPES = {
 }
 
 
-def _fns(impl, temperature, block_sizes):
+def _fns(impl, temperature, block_sizes, self_certainty=False):
     def fwd(h, w, y):
-        return token_logprob(h, w, y, temperature=temperature, impl=impl, block_sizes=block_sizes)
+        return token_logprob(
+            h,
+            w,
+            y,
+            temperature=temperature,
+            impl=impl,
+            block_sizes=block_sizes,
+            with_self_certainty=self_certainty,
+        )
 
     def loss(h, w, y):
-        lp, ent = fwd(h, w, y)
-        return jnp.sum(lp) + 0.01 * jnp.sum(ent)
+        out = fwd(h, w, y)
+        # Every output carries gradient, as in training with a self-certainty reward/loss.
+        return jnp.sum(out[0]) + 0.01 * sum(jnp.sum(o) for o in out[1:])
 
     return {"fwd": jax.jit(fwd), "fwd+bwd": jax.jit(jax.grad(loss, argnums=(0, 1)))}
 
@@ -65,6 +74,14 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk", type=int, default=None, help="xla vocabulary chunk")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--self-certainty",
+        action="store_true",
+        help="also time each impl with the self-certainty output (INTUITOR) switched on",
+    )
+    p.add_argument(
+        "--memory-only", action="store_true", help="compile and report memory; skip timing"
+    )
     args = p.parse_args(argv)
 
     backend = jax.default_backend()
@@ -75,7 +92,7 @@ def main(argv=None):
         f"device: {dev.device_kind} ({backend}), {os.cpu_count()} CPUs visible, "
         f"jax {jax.__version__}, dtype {dtype.name}, N={args.n}"
     )
-    header = f"{'shape':14s} {'mode':8s} {'impl':10s} {'temp MiB':>10s} {'time s':>9s}"
+    header = f"{'shape':14s} {'mode':8s} {'impl':12s} {'temp MiB':>10s} {'time s':>9s}"
     print(header + f" {'mem ratio':>10s} {'time ratio':>10s}")
     for name in args.shapes:
         d, v = SHAPES[name]
@@ -85,19 +102,23 @@ def main(argv=None):
         y = jax.random.randint(k[2], (args.n,), 0, v, jnp.int32)
         for mode in args.modes:
             base = None
-            for impl in impls:
+            variants = [(i, False) for i in impls]
+            if args.self_certainty:
+                variants += [(i, True) for i in impls]
+            for impl, sc in variants:
                 bs = args.chunk if impl == "xla" else None
-                fn = _fns(impl, args.temperature, bs)[mode]
+                fn = _fns(impl, args.temperature, bs, sc)[mode]
+                label = impl + ("+sc" if sc else "")
                 try:
                     compiled = fn.lower(h, w, y).compile()
                 except Exception as e:  # e.g. Pallas where it does not lower
-                    print(f"{name:14s} {mode:8s} {impl:10s} did not compile: {type(e).__name__}")
+                    print(f"{name:14s} {mode:8s} {label:12s} did not compile: {type(e).__name__}")
                     continue
                 mem = compiled.memory_analysis().temp_size_in_bytes
-                t = _time(compiled, (h, w, y), args.repeats)
+                t = float("nan") if args.memory_only else _time(compiled, (h, w, y), args.repeats)
                 if base is None:
                     base = (mem, t)
-                line = f"{name:14s} {mode:8s} {impl:10s} {mem / 2**20:10.1f} {t:9.3f}"
+                line = f"{name:14s} {mode:8s} {label:12s} {mem / 2**20:10.1f} {t:9.3f}"
                 mem_ratio = base[0] / max(mem, 1)
                 print(line + f" {mem_ratio:9.1f}x {t / base[1]:9.2f}x", flush=True)
     if backend != "cpu":
