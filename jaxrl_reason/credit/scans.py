@@ -1,8 +1,11 @@
 """Reverse discounted scans over the response axis: discounted returns and GAE.
 
 Both are ``lax.scan`` recurrences over time, run backwards, on ``[B, T]`` float32 arrays.
-They are the plain-JAX specification; a Pallas kernel (``jaxrl_reason.kernels``) may later
-replace the scan behind the same signature and must reproduce these numbers.
+With Python-number ``gamma`` / ``lam`` they run through the token-level scan kernels
+(:func:`jaxrl_reason.kernels.gae`, :func:`jaxrl_reason.kernels.discounted_cumsum`: Pallas on
+GPU / TPU, ``lax.scan`` on CPU); traced discounts (changed without recompiling) use the
+``lax.scan`` recurrences written here, which are the specification the kernels are tested
+against.
 
 Masks mid-sequence (multi-turn: tool / environment observation tokens carry ``mask == 0``)
 are treated the way verl treats them, which differs between the two scans:
@@ -23,6 +26,11 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+def _static(*xs) -> bool:
+    """True when every ``x`` is a concrete Python number (the kernels take static floats)."""
+    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
 
 
 def _check_2d(**arrays) -> tuple[int, int]:
@@ -63,6 +71,10 @@ def discounted_returns(
       float32 ``[B, T]`` returns, zero where ``mask`` is 0. An all-zero mask gives zeros.
     """
     _check_2d(rewards=rewards, mask=mask)
+    if not reset_on_mask and _static(gamma):
+        from jaxrl_reason.kernels import discounted_cumsum
+
+        return discounted_cumsum(rewards, jnp.asarray(mask) > 0, gamma=float(gamma))
     r = jnp.asarray(rewards, jnp.float32)
     m = jnp.asarray(mask, jnp.float32)
     r = jnp.where(m > 0, r, 0.0)  # rewards on masked tokens never count (and NaN-safe)
@@ -108,6 +120,10 @@ def gae_scan(
       ``advantage + value``) on masked-out positions; here they are zeroed.
     """
     _check_2d(rewards=rewards, values=values, mask=mask)
+    if _static(gamma, lam):
+        from jaxrl_reason.kernels import gae
+
+        return gae(rewards, values, jnp.asarray(mask) > 0, gamma=float(gamma), lam=float(lam))
     m = jnp.asarray(mask, jnp.float32)
     r = jnp.where(m > 0, jnp.asarray(rewards, jnp.float32), 0.0)
     v = jnp.where(m > 0, jnp.asarray(values, jnp.float32), 0.0)
