@@ -16,10 +16,19 @@ rollouts and Monte Carlo continuations rarely trigger a recompile.
 
 Behaviour log-probs. Every sampled token's log-prob is returned under
 ``log_softmax(logits / temperature)``: the distribution the trainer recomputes from the same
-hidden states and LM head (``kernels.token_logprob(..., temperature=T)``). Top-k / top-p change
-which tokens *can* be drawn, but the returned log-prob is **not** renormalised over the kept set;
-this matches verl / vLLM's ``logprobs`` convention for PPO ratios (the truncation is treated as
-part of the environment, not of the policy). Greedy decoding reports log-probs at temperature 1.
+hidden states and LM head (``kernels.token_logprob(..., temperature=T)``; verl likewise
+recomputes old log-probs with the actor at the rollout temperature and no truncation), so the
+PPO ratio is exactly 1 before the first update. Top-k / top-p change which tokens *can* be
+drawn, but the returned log-prob is **not** renormalised over the kept set; the truncation is
+a small, known bias of the behaviour policy that this convention ignores. Greedy decoding
+reports log-probs at temperature 1.
+
+Drawing a token. ``jax.random.categorical`` adds V Gumbel variates per row; on the CPU backend
+the threefry bits alone cost ~180 ms per step at batch 64 x 49k vocabulary, more than the
+model. The sampler instead inverts the CDF with one uniform per row (two-level cumulative sums)
+and finds the top-k / top-p thresholds by exact bisection on the float bits (``lax.top_k`` and
+``jnp.sort`` over the vocabulary cost ~1 s per step there). Both are exact up to float32
+rounding of the cumulative sums.
 
 Randomness is per row: row ``b * n + j`` (sample ``j`` of prompt ``b``) draws its step-``t``
 token with ``fold_in(fold_in(prompt_key[b], j), t)``. Given per-prompt keys, a row's tokens do
@@ -64,7 +73,8 @@ class SamplingConfig:
         not recompile.
       top_k: keep only the ``k`` most likely tokens before sampling; 0 disables.
       top_p: nucleus sampling: keep the smallest set of most likely tokens whose probability
-        (after temperature and top-k) reaches ``top_p``; 1.0 disables.
+        (after temperature and top-k) reaches ``top_p``; 1.0 disables. Its value is traced
+        (no recompile); switching between 1.0 and < 1.0 compiles another program.
       greedy: take the argmax (log-probs then use temperature 1).
       n: samples per prompt; the output has ``B * n`` rows, groups contiguous.
       stop_token_ids: a row finishes right after emitting any of these ids (the stop token is
