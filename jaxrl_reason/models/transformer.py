@@ -287,6 +287,13 @@ class Transformer(nnx.Module):
                 )
             idx = cache.index
             S = cache.k.shape[2]
+            # dynamic_update_slice clamps out-of-range writes (silently overwriting the last
+            # slots), so reject overflow wherever the index is known at trace time.
+            if T > S or (not isinstance(idx, jax.core.Tracer) and int(idx) + T > S):
+                raise ValueError(
+                    f"KV cache overflow: writing {T} tokens at index {idx} into S_max={S} "
+                    "slots; allocate a larger cache (KVCache.init(..., max_len))."
+                )
             key_mask = jax.lax.dynamic_update_slice(cache.key_mask, mask, (0, idx))
             q_slot = idx + jnp.arange(T)
             allowed = (jnp.arange(S)[None, None, :] <= q_slot[None, :, None]) & key_mask[:, None, :]
@@ -316,8 +323,15 @@ class Transformer(nnx.Module):
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         if return_hidden:
             out = x
+        elif cfg.tie_word_embeddings:
+            # Contract with the [V, D] table directly: materialising embed.T would copy the
+            # whole table (113 MB for SmolLM2) on every decode step.
+            out = jnp.einsum(
+                "btd,vd->btv", x, self.embed[...].astype(dt), preferred_element_type=jnp.float32
+            )
         else:
-            out = jnp.dot(
-                x, self.lm_head_weight().astype(dt), preferred_element_type=jnp.float32
-            ).astype(jnp.float32)
+            out = jnp.einsum(
+                "btd,dv->btv", x, self.lm_head[...].astype(dt), preferred_element_type=jnp.float32
+            )
+        out = out.astype(jnp.float32) if not return_hidden else out
         return out if new_cache is None else (out, new_cache)

@@ -6,6 +6,7 @@ cache. Tests compare the scanned JAX model with it.
 """
 
 import numpy as np
+from flax import nnx
 
 
 def _rms(x, w, eps):
@@ -72,8 +73,6 @@ def model_params(model):
 def randomize(model, seed=0, scale=0.1):
     """Replace every parameter by random values (norm weights around 1, biases non-zero),
     so tests exercise every weight, not HF's zeros/ones initialisation."""
-    from flax import nnx
-
     rng = np.random.default_rng(seed)
     state = nnx.state(model, nnx.Param)
     flat = nnx.to_flat_state(state)
@@ -85,3 +84,16 @@ def randomize(model, seed=0, scale=0.1):
         var.set_value(np.asarray(noise, dtype=value.dtype))
     nnx.update(model, nnx.from_flat_state(flat))
     return model
+
+
+# Compiled once per shape: eager calls re-trace the layer scan every time (~1 s each on CPU).
+@nnx.jit
+def fwd(model, tokens, attention_mask=None, positions=None):
+    """``model(tokens, attention_mask=..., positions=...)`` under ``nnx.jit``."""
+    return model(tokens, attention_mask=attention_mask, positions=positions)
+
+
+@nnx.jit
+def fwd_cache(model, tokens, cache, attention_mask=None):
+    """``model(tokens, attention_mask=..., cache=cache)`` under ``nnx.jit``."""
+    return model(tokens, attention_mask=attention_mask, cache=cache)

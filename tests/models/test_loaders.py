@@ -11,7 +11,7 @@ from flax import nnx
 from jaxrl_reason.models import ModelConfig, Transformer, load_pretrained, save_pretrained
 from jaxrl_reason.models.gguf_loader import unpermute_qk
 from jaxrl_reason.models.hf import hf_tensor_shapes
-from tests.models.reference import randomize
+from tests.models.reference import fwd, randomize
 
 LLAMA = ModelConfig.tiny_debug(tie_word_embeddings=True)
 QWEN2 = ModelConfig.tiny_debug(attention_bias=True, tie_word_embeddings=False, rope_theta=1e6)
@@ -40,7 +40,7 @@ def test_hf_round_trip_identical_logits(tmp_path, cfg, shard):
     assert hf["architectures"] == [cfg.architecture]
     loaded, tok = load_pretrained(str(tmp_path))
     assert tok is None and loaded.config == cfg
-    np.testing.assert_array_equal(loaded(TOKENS), model(TOKENS))
+    np.testing.assert_array_equal(fwd(loaded, TOKENS), fwd(model, TOKENS))
 
 
 def test_hf_layout_matches_transformers_naming(tmp_path):
@@ -67,7 +67,7 @@ def test_bfloat16_round_trip_and_tokenizer(tmp_path):
     save_pretrained(model, tok, str(tmp_path))
     loaded, tok2 = load_pretrained(str(tmp_path), dtype="bfloat16", param_dtype="bfloat16")
     assert loaded.embed[...].dtype == jnp.bfloat16
-    np.testing.assert_array_equal(loaded(TOKENS), model(TOKENS))
+    np.testing.assert_array_equal(fwd(loaded, TOKENS), fwd(model, TOKENS))
     assert tok2("w5 w9 w200").input_ids == tok("w5 w9 w200").input_ids == [5, 9, 200]
     assert tok2.eos_token == "</s>" and tok2.pad_token_id == 0
 

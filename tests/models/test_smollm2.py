@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from tests.models.conftest import FIXED_TEXT, TORCH_NEXT_TOKEN_LOGPROBS_HEAD
+from tests.models.reference import fwd
 
 
 def _next_token_logprobs(model, ids):
-    logits = model(jnp.asarray([ids], jnp.int32))[0]
+    logits = fwd(model, jnp.asarray([ids], jnp.int32))[0]
     logp = jax.nn.log_softmax(logits, axis=-1)
     return np.asarray(logp), np.asarray(logp[jnp.arange(len(ids) - 1), jnp.asarray(ids[1:])])
 

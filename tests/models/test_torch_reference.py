@@ -50,3 +50,23 @@ def test_smollm2_logprobs_match_transformers_torch(smollm2):
     assert next_diff <= 1e-3
     assert full_diff <= 1e-3
     np.testing.assert_allclose(nxt_ref[:5], TORCH_NEXT_TOKEN_LOGPROBS_HEAD, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["llama", "qwen2"])
+def test_saved_checkpoint_matches_transformers(tmp_path, bias):
+    # save_pretrained's layout, read by transformers' own Llama / Qwen2 modelling code.
+    from flax import nnx
+    from transformers import AutoModelForCausalLM
+
+    from jaxrl_reason.models import ModelConfig, Transformer, save_pretrained
+    from tests.models.reference import fwd, randomize
+
+    cfg = ModelConfig.tiny_debug(attention_bias=bias, tie_word_embeddings=not bias)
+    model = randomize(Transformer(cfg, rngs=nnx.Rngs(0)), seed=3)
+    save_pretrained(model, None, str(tmp_path))
+    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    assert type(ref).__name__ == cfg.architecture
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 11))
+    with torch.no_grad():
+        expected = ref(torch.tensor(tokens)).logits.numpy()
+    np.testing.assert_allclose(fwd(model, jnp.asarray(tokens, jnp.int32)), expected, atol=1e-4)
