@@ -73,23 +73,22 @@ class SampleTokenTest(parameterized.TestCase):
         keys = jax.random.split(jax.random.key(4), 64)
         greedy = np.asarray(jnp.argmax(logits, -1))
         for cfg in (SamplingConfig(top_k=1), SamplingConfig(temperature=1e-6)):
-            tok, _ = sample_token(logits, keys, cfg)
+            tok, _ = jax.jit(lambda lg, k, cfg=cfg: sample_token(lg, k, cfg))(logits, keys)
             np.testing.assert_array_equal(tok, greedy)
 
     def test_tiny_top_p_keeps_only_the_mode(self):
         logits = jax.random.normal(jax.random.key(5), (32, 40))
         keys = jax.random.split(jax.random.key(6), 32)
-        tok, _ = sample_token(logits, keys, SamplingConfig(top_p=1e-4))
+        cfg = SamplingConfig(top_p=1e-4)
+        tok, _ = jax.jit(lambda lg, k: sample_token(lg, k, cfg))(logits, keys)
         np.testing.assert_array_equal(tok, np.asarray(jnp.argmax(logits, -1)))
 
     def test_raw_uint32_keys_accepted(self):
         logits = jnp.zeros((3, 7))
         raw = jax.random.split(jax.random.PRNGKey(0), 3)  # uint32[3, 2]
         typed = jax.random.wrap_key_data(raw)
-        cfg = SamplingConfig()
-        np.testing.assert_array_equal(
-            sample_token(logits, raw, cfg)[0], sample_token(logits, typed, cfg)[0]
-        )
+        draw = jax.jit(lambda lg, k: sample_token(lg, k, SamplingConfig())[0])
+        np.testing.assert_array_equal(draw(logits, raw), draw(logits, typed))
 
 
 @pytest.mark.parametrize(
@@ -112,6 +111,31 @@ def test_greedy_allows_zero_temperature_and_stop_ids_normalised():
     cfg = SamplingConfig(greedy=True, temperature=0.0, stop_token_ids=[3, 4])
     assert cfg.stop_token_ids == (3, 4)
     assert SamplingConfig(stop_token_ids=7).stop_token_ids == (7,)
+
+
+def test_categorical_across_blocks_and_at_the_edges():
+    from jaxrl_reason.rollout.sampler import _categorical
+
+    vocab = 1000  # 8 blocks of 128, the last one partial
+    support = np.array([0, 5, 127, 128, 500, 700, 995, 997])
+    mass = np.array([1.0, 2.0, 0.5, 3.0, 1.5, 0.25, 2.0, 1.75])
+    w = np.zeros(vocab, np.float32)
+    w[support] = mass
+    draws = 40_000
+    u = jax.random.uniform(jax.random.key(9), (draws,))
+    tok = np.asarray(jax.jit(_categorical)(jnp.broadcast_to(jnp.asarray(w), (draws, vocab)), u))
+    counts = np.bincount(tok, minlength=vocab)
+    assert counts.sum() == counts[support].sum()  # never a zero-weight token
+    _, pvalue = stats.chisquare(counts[support], draws * mass / mass.sum())
+    assert pvalue > 1e-3, counts[support]
+    # u = 0 and u just below 1 pick the first and the last supported token.
+    edge = jax.jit(_categorical)(jnp.stack([jnp.asarray(w)] * 2), jnp.array([0.0, 1 - 2**-24]))
+    np.testing.assert_array_equal(edge, [0, 997])
+    # Inverse CDF: with w = [1, 1, 2], u in [0, .25) -> 0, [.25, .5) -> 1, [.5, 1) -> 2.
+    w3 = jnp.broadcast_to(jnp.array([1.0, 1.0, 2.0]), (5, 3))
+    np.testing.assert_array_equal(
+        jax.jit(_categorical)(w3, jnp.array([0.1, 0.26, 0.49, 0.5, 0.99])), [0, 1, 1, 2, 2]
+    )
 
 
 def test_left_pad():

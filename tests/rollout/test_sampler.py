@@ -1,5 +1,7 @@
 """The jitted sampler against the model: KV-cache decoding, padding, groups, stops, prefixes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,24 +19,29 @@ def model():
     """tiny_debug with an untied head and larger weights, so that next-token distributions
     are neither uniform nor a function of the current token alone (entropy ~3 nats, top-2
     logit gaps ~0.1-1): argmax ties cannot hide a wrong cache or wrong positions."""
-    m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-    for name in m.layers.keys():
-        if not name.endswith("norm"):
-            m.layers[name][...] = m.layers[name][...] * 10.0
-    m.lm_head[...] = m.lm_head[...] * 15.0
-    return m
+
+    @nnx.jit  # one compiled initialiser instead of dozens of eager ops
+    def make():
+        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
+        for name in m.layers.keys():
+            if not name.endswith("norm"):
+                m.layers[name][...] = m.layers[name][...] * 10.0
+        m.lm_head[...] = m.lm_head[...] * 15.0
+        return m
+
+    return make()
 
 
-def _greedy_reference(model, prompt, steps):
+def _greedy_reference(model, prompt, steps, width=32):
     """Greedy decode recomputing the full forward pass (no cache, no padding) every step.
 
-    The sequence lives in a fixed [1, len(prompt) + steps] buffer so one compile serves every
-    step: with causal attention the logits at column ``len(seq) - 1`` do not depend on the
+    The sequence lives in a fixed [1, width] buffer so one compile serves every step and
+    prompt: with causal attention the logits at column ``len(seq) - 1`` do not depend on the
     unused columns after it.
     """
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t)[0])
-    seq = np.zeros((1, len(prompt) + steps), np.int32)
+    forward = _forward(graphdef)
+    seq = np.zeros((1, width), np.int32)
     seq[0, : len(prompt)] = prompt
     toks, lps = [], []
     for i in range(steps):
@@ -44,6 +51,11 @@ def _greedy_reference(model, prompt, steps):
         lps.append(float(jax.nn.log_softmax(logits)[tok]))
         seq[0, len(prompt) + i] = tok
     return np.array(toks), np.array(lps)
+
+
+@functools.cache
+def _forward(graphdef):
+    return jax.jit(lambda s, t: nnx.merge(graphdef, s)(t)[0])
 
 
 def _kw(cfg, **changes):
