@@ -1,0 +1,68 @@
+"""Plot the same metrics of several runs side by side (one PNG) and print a summary table.
+
+    python -m experiments.compare_runs runs/a runs/b --labels GRPO UCB-Con \
+        --keys eval/accuracy accuracy distinct_answers --out docs/img/compare.png
+
+Reads each run's ``metrics.jsonl``; a metric missing from a run is skipped for that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _series(rows, key):
+    pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jaxrl_reason.train.logging import read_jsonl
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    p.add_argument("--labels", nargs="+", default=None)
+    p.add_argument("--keys", nargs="+", default=["eval/accuracy", "accuracy", "loss"])
+    p.add_argument("--out", required=True, help="PNG path")
+    p.add_argument("--title", default="")
+    args = p.parse_args(argv)
+    labels = args.labels or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(labels) != len(args.runs):
+        p.error(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+    runs = [read_jsonl(os.path.join(r, "metrics.jsonl")) for r in args.runs]
+    fig, axes = plt.subplots(1, len(args.keys), figsize=(4.2 * len(args.keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], args.keys, strict=True):
+        for rows, label in zip(runs, labels, strict=True):
+            x, y = _series(rows, key)
+            if x:
+                ax.plot(x, y, marker="o" if key.startswith("eval/") else None, ms=3, label=label)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    header = f"{'run':16s} " + " ".join(f"{k:>22s}" for k in args.keys)
+    print(header)
+    for rows, label in zip(runs, labels, strict=True):
+        cells = []
+        for key in args.keys:
+            _, y = _series(rows, key)
+            cells.append(f"{y[0]:.3f} -> {y[-1]:.3f}" if y else "-")
+        print(f"{label:16s} " + " ".join(f"{c:>22s}" for c in cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
