@@ -200,10 +200,6 @@ def sample_on_mesh(
     XLA propagates the row split into the KV cache and the decode loop, and each row's tokens
     are the same as on one device (same per-row keys; see the sampler's docstring).
 
-    This mirrors ``rollout.sample``'s host-side preparation (validation, prompt-length
-    bucketing, stop / pad ids) and calls its compiled program with placed inputs, because
-    ``sample`` itself turns its inputs into host numpy arrays.
-
     Args:
       model: a ``jaxrl_reason.models.Transformer`` (sharded in place).
       prompt_tokens: int32 ``[B, P]`` left-padded; ``prompt_mask`` bool ``[B, P]``.
@@ -216,65 +212,12 @@ def sample_on_mesh(
       A :class:`jaxrl_reason.rollout.Rollout` (``B * n`` rows); XLA picks the layout of its
       device arrays (``np.asarray`` gathers them).
     """
-    from jaxrl_reason.rollout import sampler as S
+    from jaxrl_reason.rollout import sample
 
-    tokens, mask = S._validate_prompts(prompt_tokens, prompt_mask)
-    batch, plen = tokens.shape
-    mcfg = S._model_config(model)
-    stop_ids = cfg.stop_token_ids
-    if stop_ids is None:
-        eos = getattr(mcfg, "eos_token_id", None)
-        stop_ids = () if eos is None else (int(eos),)
-    pad_id = cfg.pad_token_id
-    if pad_id is None:
-        pad_id = getattr(mcfg, "pad_token_id", None)
-        pad_id = 0 if pad_id is None else int(pad_id)
-    max_pos = getattr(mcfg, "max_position_embeddings", None)
-    longest = int(mask.sum(axis=1).max())
-    if max_pos is not None and longest + cfg.max_new_tokens > max_pos:
-        raise ValueError(
-            f"sample_on_mesh: longest prompt ({longest} tokens) + max_new_tokens "
-            f"({cfg.max_new_tokens}) exceeds max_position_embeddings ({max_pos})."
-        )
-    width = S.bucket_length(plen, cfg.prompt_bucket)
-    if width > plen:
-        tokens_b = np.concatenate([np.full((batch, width - plen), pad_id, np.int32), tokens], 1)
-        mask_b = np.concatenate([np.zeros((batch, width - plen), bool), mask], 1)
-    else:
-        tokens_b, mask_b = tokens, mask
-    static = S._Static(
-        max_new_tokens=int(cfg.max_new_tokens),
-        top_k=int(cfg.top_k),
-        greedy=bool(cfg.greedy),
-        use_top_p=float(cfg.top_p) < 1.0,
-        n=int(cfg.n),
-        stop_token_ids=tuple(stop_ids),
-        pad_token_id=int(pad_id),
-    )
     shard_model(model, mesh, rules)
-    graphdef, state = nnx.split(model)
-    rows = batch_sharding(mesh, rules, batch_size=batch)
+    rows = batch_sharding(mesh, rules, batch_size=int(np.shape(prompt_tokens)[0]))
     # Every process holds the same prompts, so a device_put onto the global sharding is
     # consistent across hosts (each keeps its own rows).
-    put = lambda x: jax.device_put(x, rows)  # noqa: E731
-    out_tok, resp_mask, out_lp, finish, group_ids, lengths = S._generate(
-        graphdef,
-        state,
-        put(tokens_b),
-        put(mask_b),
-        put(S._prompt_keys(key, batch)),
-        jnp.float32(1.0 if cfg.greedy else cfg.temperature),
-        jnp.float32(cfg.top_p),
-        static=static,
-    )
-    n = static.n
-    return S.Rollout(
-        prompt_tokens=jnp.asarray(np.repeat(tokens, n, axis=0)),
-        prompt_mask=jnp.asarray(np.repeat(mask, n, axis=0)),
-        tokens=out_tok,
-        response_mask=resp_mask,
-        logprobs=out_lp,
-        finish_reason=finish,
-        group_ids=group_ids,
-        lengths=lengths,
+    return sample(
+        model, prompt_tokens, prompt_mask, key, cfg, place=lambda x: jax.device_put(x, rows)
     )

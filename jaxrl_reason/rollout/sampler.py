@@ -531,6 +531,8 @@ def sample(
     prompt_mask: jax.Array | np.ndarray,
     key: jax.Array,
     cfg: SamplingConfig,
+    *,
+    place: Any = None,
 ) -> Rollout:
     """Generate responses for a batch of left-padded prompts (one compiled XLA program).
 
@@ -544,6 +546,9 @@ def sample(
       key: one PRNG key (split into ``B`` prompt keys), or ``B`` per-prompt keys. With per-prompt
         keys, each row's result is independent of the rest of the batch.
       cfg: :class:`SamplingConfig`.
+      place: optional function applied to each ``[B, ...]`` input of the compiled program
+        (bucketed prompts, mask, per-prompt keys) before the call, e.g. a ``device_put`` onto
+        a row-sharded layout (:func:`jaxrl_reason.parallel.train_step.sample_on_mesh`).
 
     Returns:
       A :class:`Rollout` with ``B * n`` rows (prompt ``b``'s samples at rows ``b*n .. b*n+n-1``).
@@ -585,12 +590,13 @@ def sample(
         pad_token_id=int(pad_id),
     )
     graphdef, state = nnx.split(model)
+    put = jnp.asarray if place is None else place
     out_tok, resp_mask, out_lp, finish, group_ids, lengths = _generate(
         graphdef,
         state,
-        jnp.asarray(tokens_b),
-        jnp.asarray(mask_b),
-        _prompt_keys(key, batch),
+        put(tokens_b),
+        put(mask_b),
+        put(_prompt_keys(key, batch)),
         jnp.float32(1.0 if cfg.greedy else cfg.temperature),
         jnp.float32(cfg.top_p),
         static=static,
