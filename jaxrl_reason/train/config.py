@@ -386,3 +386,21 @@ def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides: --config.KEY=VALUE)")
     return LaunchArgs(args.config, args.workdir, args.resume, tuple(overrides))
+
+
+@register_validator
+def _check_eval(config, num_devices):
+    """``eval.*`` settings (k <= n for pass@k, a positive temperature) before compiling."""
+    if "eval" not in config or not _has(config, "eval.ks"):
+        return
+    from jaxrl_reason.eval.runner import validate_eval
+
+    try:
+        validate_eval(
+            greedy=bool(config.eval.get("greedy", True)),
+            n_samples=int(config.eval.get("n_samples", 0)),
+            ks=tuple(config.eval.ks),
+            temperature=float(config.eval.get("temperature", 1.0)),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

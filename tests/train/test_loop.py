@@ -81,3 +81,11 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     trainer = Trainer(cfg, str(tmp_path), resume=True)
     tokens = np.arange(10, dtype=np.int32).reshape(2, 5)
     np.testing.assert_allclose(exported(tokens), trainer.policy()(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_eval_settings_fail_before_compiling():
+    with pytest.raises(ConfigError, match="eval"):
+        load_config(
+            os.path.join(CONFIGS, "tiny_debug.py"),
+            ["--config.eval.n_samples=4", "--config.eval.ks=(1,8)"],
+        )
