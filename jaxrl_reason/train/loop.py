@@ -173,6 +173,8 @@ def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) 
 
 @dataclasses.dataclass
 class StepTimes:
+    """Wall-clock seconds of one step's phases (logged as ``time/*_s``)."""
+
     rollout_s: float = 0.0
     reward_s: float = 0.0
     train_s: float = 0.0
@@ -304,6 +306,7 @@ class Trainer:
         return sample_on_mesh(self.policy(), tokens, mask, key, cfg, self.mesh)
 
     def stop_ids(self) -> list[int]:
+        """Token ids that end a response: EOS and the chat template's end-of-turn token."""
         ids = {self.tokenizer.eos_token_id}
         im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
