@@ -47,7 +47,6 @@ def test_bad_config_fails_before_compiling():
         load_config(os.path.join(CONFIGS, "tiny_debug.py"), ["--config.train.micro_batch_size=3"])
 
 
-@pytest.mark.slow
 def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     cfg = load_config(
         os.path.join(CONFIGS, "tiny_debug.py"),

@@ -5,7 +5,6 @@ import os
 
 import jax
 import numpy as np
-import pytest
 
 from jaxrl_reason.train.config import load_config
 from jaxrl_reason.train.loop import run_experiment
@@ -48,7 +47,6 @@ def _params(workdir):
         mgr.close()
 
 
-@pytest.mark.slow
 def test_resume_is_exact(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     _run(full, 4)
