@@ -20,20 +20,13 @@ from jaxrl_reason.eval.runner import (
 )
 from jaxrl_reason.rewards.canonical import NONE_KEY, canonical_key
 from jaxrl_reason.rewards.extract import extract_answer
+from tests.shared_data import require
 
 MAX_NEW = 8  # tiny_debug's rollout.max_new_tokens: shapes shared with tests/experiments
 
 
 def _gsm8k_dir():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (
-        os.environ.get("JAXRL_SHARED_DATA"),
-        os.path.join(here, "..", "..", "..", "shared", "data"),
-        "/work/shared/data",
-    ):
-        if cand and os.path.isfile(os.path.join(cand, "gsm8k", "test.jsonl")):
-            return os.path.abspath(os.path.join(cand, "gsm8k"))
-    pytest.skip("GSM8K JSONL not found (set JAXRL_SHARED_DATA to the folder holding gsm8k/)")
+    return require("gsm8k")
 
 
 @pytest.fixture(scope="module")

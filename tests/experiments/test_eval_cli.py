@@ -12,20 +12,13 @@ import numpy as np
 import pytest
 
 from experiments import eval as eval_cli
+from tests.shared_data import require
 
 CONFIG = "experiments/configs/tiny_debug.py"
 
 
 def _gsm8k_dir():
-    here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (
-        os.environ.get("JAXRL_SHARED_DATA"),
-        os.path.join(here, "..", "..", "..", "shared", "data"),
-        "/work/shared/data",
-    ):
-        if cand and os.path.isfile(os.path.join(cand, "gsm8k", "test.jsonl")):
-            return os.path.abspath(os.path.join(cand, "gsm8k"))
-    pytest.skip("GSM8K JSONL not found (set JAXRL_SHARED_DATA to the folder holding gsm8k/)")
+    return require("gsm8k")
 
 
 def _gsm8k_args(n=4):
