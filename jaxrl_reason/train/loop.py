@@ -403,9 +403,8 @@ class Trainer:
         # gate); it enters the reward only if ``reward.weights`` names ``correct``.
         correct = self.train_task.verify_batch(texts, row_examples)
         extra = {"correct": correct}
-        keys = None
-        if self.extra_names or cfg.eval.get("n_samples", 0):
-            keys = rewarding.answer_keys(texts)
+        # Canonical final answers: exploration / label-free rewards and the diversity metric.
+        keys = rewarding.answer_keys(texts)
         if self.extra_names:
             sc = None
             if "self_certainty" in self.extra_names:
@@ -533,16 +532,15 @@ class Trainer:
         )
         for name, v in comps.items():
             out[f"reward/{name}"] = float(np.mean(v))
-        if keys is not None:
-            from jaxrl_reason.eval import distinct_answers
+        from jaxrl_reason.eval import distinct_answers
 
-            per_group = [
-                [k for k, g in zip(keys, ro.group_ids, strict=True) if g == j]
-                for j in range(len(examples))
-            ]
-            out["distinct_answers"] = float(
-                np.mean([distinct_answers(a, exclude=("<none>",)) for a in per_group])
-            )
+        per_group = [
+            [k for k, g in zip(keys, ro.group_ids, strict=True) if g == j]
+            for j in range(len(examples))
+        ]
+        out["distinct_answers"] = float(
+            np.mean([distinct_answers(a, exclude=("<none>",)) for a in per_group])
+        )
         self._last_samples = [
             {"prompt": examples[g].prompt, "response": t, "reward": float(r), "answer": a}
             for g, t, r, a in list(zip(ro.group_ids, texts, total, answers, strict=True))[:4]
