@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = [read_jsonl(os.path.join(r, "metrics.jsonl")) for r in args.runs]
     fig, axes = plt.subplots(1, len(args.keys), figsize=(4.2 * len(args.keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], args.keys, strict=True):
-        for rows, label in zip(runs, labels, strict=True):
+        for i, (rows, label) in enumerate(zip(runs, labels, strict=True)):
             x, y = _series(rows, key)
-            if x:
-                ax.plot(x, y, marker="o" if key.startswith("eval/") else None, ms=3, label=label)
+            if x:  # one colour per run in every panel, even where a run lacks the metric
+                marker = "o" if key.startswith("eval/") else None
+                ax.plot(x, y, marker=marker, ms=3, label=label, color=f"C{i}")
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -219,8 +219,15 @@ class Trainer:
         rollouts = config.rollout.batch_prompts * config.rollout.n_samples
         mini = config.train.mini_batch_size
         self.updates_per_step = config.train.ppo_epochs * (rollouts // mini)
+        optim_cfg = dict(config.optim)
+        if value_head is not None and optim_cfg.get("trainable", "all") != "all":
+            # The optimiser sees (policy params, value head): paths "0/..." and "1/...". A
+            # trainable subset of the policy must never freeze the (fresh) value head.
+            for key in ("also_train_regex", "trainable_regex"):  # last_k mode / regex mode
+                extra = optim_cfg.get(key, "")
+                optim_cfg[key] = f"{extra}|^1/" if extra else "^1/"
         self.optimizer = build_optimizer(
-            config.optim,
+            optim_cfg,
             (params, value_head),
             total_steps=max(config.total_steps * self.updates_per_step, 1),
         )

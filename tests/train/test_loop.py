@@ -33,8 +33,13 @@ def test_extra_components_hand_values():
     ecfg = rewarding.exploration_config(cfg)
     hist = ecfg.make_history()
     b = rewarding.extra_components(
-        ["explore"], keys=keys, prompt_ids=["p"] * 4, group_ids=gids, correct=None,
-        history=hist, explore_cfg=ecfg,
+        ["explore"],
+        keys=keys,
+        prompt_ids=["p"] * 4,
+        group_ids=gids,
+        correct=None,
+        history=hist,
+        explore_cfg=ecfg,
     )["explore"]
     # UCB-Con with counts including the batch: min(1, sqrt(1/N)) - b0.
     np.testing.assert_allclose(b, [np.sqrt(0.5) - 0.5, np.sqrt(0.5) - 0.5, 0.5, 0.5], rtol=1e-6)
@@ -88,3 +93,34 @@ def test_bad_eval_settings_fail_before_compiling():
             os.path.join(CONFIGS, "tiny_debug.py"),
             ["--config.eval.n_samples=4", "--config.eval.ks=(1,8)"],
         )
+
+
+def test_value_head_trains_when_only_the_last_layers_do(tmp_path):
+    import jax
+
+    from jaxrl_reason.train.loop import Trainer
+
+    cfg = load_config(
+        os.path.join(CONFIGS, "tiny_debug.py"),
+        [
+            "--config.algo.estimator=gae",
+            "--config.algo.value_head=True",
+            "--config.optim.trainable=last_k",
+            "--config.optim.last_k=1",
+            # The tiny random model earns no verifier reward; a length penalty gives every
+            # response a non-zero return for the critic to fit.
+            "--config.reward.weights.length=1.0",
+        ],
+    )
+    trainer = Trainer(cfg, str(tmp_path))
+    before = jax.device_get(trainer.state["value_head"])
+    params_before = jax.device_get(trainer.state["params"]["embed"][...])
+    m = trainer.train_step()
+    after = jax.device_get(trainer.state["value_head"])
+    assert m["critic/vf_loss"] > 0
+    assert np.any(after["w"] != before["w"]) and after["b"] != before["b"]
+    # The frozen part (embedding: not in the last layer) did not move.
+    np.testing.assert_array_equal(
+        jax.device_get(trainer.state["params"]["embed"][...]), params_before
+    )
+    trainer.ckpt.close()
