@@ -397,11 +397,9 @@ def _generate(graphdef, state, tokens, mask, prompt_keys, temperature, top_p, *,
     model = nnx.merge(graphdef, state)
     mcfg = _model_config(model)
     n, steps = static.n, static.max_new_tokens
-    if n > 1:
-        tokens = jnp.repeat(tokens, n, axis=0)
-        mask = jnp.repeat(mask, n, axis=0)
-    batch, plen = tokens.shape
-    sample_idx = jnp.tile(jnp.arange(n, dtype=jnp.uint32), batch // n)
+    prompts, plen = tokens.shape
+    batch = prompts * n
+    sample_idx = jnp.tile(jnp.arange(n, dtype=jnp.uint32), prompts)
     row_keys = jax.vmap(jax.random.fold_in)(jnp.repeat(prompt_keys, n, axis=0), sample_idx)
 
     def draw(logits, t):
@@ -427,15 +425,25 @@ def _generate(graphdef, state, tokens, mask, prompt_keys, temperature, top_p, *,
     # Positions count real tokens only, so a left-padded row is positioned exactly as if it
     # were alone (the same rule the model uses by default with a mask).
     positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
-    prompt_len = mask.astype(jnp.int32).sum(axis=1)
+    prompt_len = jnp.repeat(mask.astype(jnp.int32).sum(axis=1), n)
     dtype = getattr(mcfg, "dtype", "float32")
-    cache = KVCache.init(mcfg, batch, plen + steps, jnp.dtype(dtype))
+    cache = KVCache.init(mcfg, prompts, plen + steps, jnp.dtype(dtype))
+    # Prefill each prompt once, then give its n samples copies of its KV cache: the prompt's
+    # keys and values do not depend on the sample, and prefill is most of a short rollout.
     # Only the last column's hidden state is projected to the vocabulary: prefill logits over
     # every prompt position would cost B * P * V floats.
     hidden, cache = model(
         tokens, positions=positions, attention_mask=mask, cache=cache, return_hidden=True
     )
-    tok0, lp0 = draw(_head_logits(hidden[:, -1], w), 0)
+    last = hidden[:, -1]
+    if n > 1:
+        cache = cache.replace(
+            k=jnp.repeat(cache.k, n, axis=1),
+            v=jnp.repeat(cache.v, n, axis=1),
+            key_mask=jnp.repeat(cache.key_mask, n, axis=0),
+        )
+        last = jnp.repeat(last, n, axis=0)
+    tok0, lp0 = draw(_head_logits(last, w), 0)
 
     out_tok = jnp.full((batch, steps), static.pad_token_id, jnp.int32)
     out_lp = jnp.zeros((batch, steps), jnp.float32)
