@@ -13,19 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
-
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    )
-# Compiling for 8 partitions dominates the run time; cheaper LLVM passes halve it on CPU.
-os.environ["XLA_FLAGS"] += (
-    " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.parallel.eight_devices import MESHES, configure_process, run_all  # noqa: E402
+
+configure_process()  # 8 CPU devices: before JAX starts
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -44,12 +36,6 @@ from jaxrl_reason.train import loop, step  # noqa: E402
 from jaxrl_reason.train.checkpoint import Checkpointer  # noqa: E402
 from jaxrl_reason.train.optim import build_optimizer  # noqa: E402
 
-MESHES = {
-    "data8": dict(data=8, fsdp=1, tensor=1),
-    "fsdp8": dict(data=1, fsdp=8, tensor=1),
-    "fsdp4_tensor2": dict(data=1, fsdp=4, tensor=2),
-    "data2_fsdp2_tensor2": dict(data=2, fsdp=2, tensor=2),
-}
 # tiny_debug's model with a 256-token vocabulary (build_model would attach the SmolLM2
 # tokenizer's 49k vocabulary, which only makes the test slower; the code path is the same).
 MODEL_CFG = ModelConfig.tiny_debug()
@@ -374,12 +360,7 @@ def main(workdir: str, slow: bool) -> dict:
     ]
     if slow:
         checks.append(lambda r: check_value_head(r, env))
-    for fn in checks:
-        try:
-            fn(results)
-        except Exception:  # report, keep checking the others
-            results[f"error_{len(results)}"] = {"ok": False, "detail": traceback.format_exc()}
-    return results
+    return run_all(results, checks)
 
 
 if __name__ == "__main__":

@@ -5,43 +5,17 @@ process already started JAX with one device, so the checks run in a fresh interp
 session and each test below asserts one of its results.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.parallel.eight_devices import check as _check
+from tests.parallel.eight_devices import run_checks
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    workdir = str(tmp_path_factory.mktemp("multidevice"))
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "multidevice_checks.py"), workdir],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    return run_checks(
+        "multidevice_checks.py", str(tmp_path_factory.mktemp("multidevice")), timeout=600
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = {k: v["detail"] for k, v in results.items() if k.startswith("error_")}
-    assert not errors, errors
-    return results
-
-
-def _check(report, name):
-    assert name in report, sorted(report)
-    assert report[name]["ok"], report[name]["detail"]
 
 
 def test_eight_devices(report):

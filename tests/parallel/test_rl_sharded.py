@@ -5,46 +5,19 @@ set before JAX starts, and this pytest process keeps its single device. One subp
 module; each test asserts one of its results.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.parallel.eight_devices import check as _check
+from tests.parallel.eight_devices import run_checks
 
 
 def _run(workdir, *flags):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "rl_sharded_checks.py"), workdir, *flags],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    errors = {k: v["detail"] for k, v in results.items() if k.startswith("error_")}
-    assert not errors, errors
-    return results
+    return run_checks("rl_sharded_checks.py", workdir, *flags, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     return _run(str(tmp_path_factory.mktemp("rl_sharded")))
-
-
-def _check(report, name):
-    assert name in report, sorted(report)
-    assert report[name]["ok"], report[name]["detail"]
 
 
 def test_reference_step_has_signal(report):
