@@ -1,13 +1,19 @@
 """Private array helpers shared by the process / Monte Carlo / tree / agent estimators.
 
-Kept separate from ``outcome.py`` / ``scans.py`` (written in parallel) so these modules do not
-depend on them; the helpers are small and may be deduplicated later.
+They differ on purpose from their namesakes in ``segments.py`` / ``scans.py``:
+``rev_discounted_cumsum`` lets masked positions carry the discount (the PRIME / PURE / GiGPO
+codes' convention, where ``scans`` either resets or skips them, verl's), and
+``group_moments`` / ``group_normalize`` group by several keys with a validity mask (anchor
+states, per-step groups) rather than by one ``group_ids [B]``. Dense ids come from
+:func:`jaxrl_reason.credit.segments.dense_ids`, shared with ``group_index``.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from jaxrl_reason.credit.segments import dense_ids  # noqa: F401  (re-exported)
 
 Array = jax.Array
 
@@ -30,36 +36,6 @@ def rev_discounted_cumsum(x: Array, gamma: float | Array = 1.0, mask: Array | No
 
     _, out = jax.lax.scan(step, jnp.zeros_like(xt[0]), xt, reverse=True)
     return jnp.moveaxis(out, 0, -1)
-
-
-def dense_ids(keys: tuple[Array, ...], valid: Array) -> tuple[Array, Array]:
-    """Dense group numbers ``0 .. G-1`` for rows that share every key (a jit-able ``unique``).
-
-    Args:
-      keys: int arrays ``[M]``; rows with equal values in all keys form one group.
-      valid: bool ``[M]``; invalid rows get id ``M`` (an overflow bucket) and join no group.
-
-    Returns:
-      ``(ids int32[M], num_buckets)`` with ``num_buckets = M + 1`` (static), for
-      ``jax.ops.segment_sum(..., num_segments=num_buckets)``.
-
-    Sorting (``O(M log M)``) instead of a pairwise ``[M, M]`` comparison keeps memory linear,
-    and no assumption is made about the range of the key values.
-    """
-    valid = jnp.asarray(valid, bool)
-    m = valid.shape[0]
-    keys = tuple(jnp.where(valid, jnp.asarray(k, jnp.int32), 0) for k in keys)
-    # lexsort: the last key is the primary one; invalid rows sort last.
-    order = jnp.lexsort(tuple(reversed(keys)) + (~valid,))
-    sk = [k[order] for k in keys]
-    sv = valid[order]
-    new = jnp.zeros((m,), bool).at[0].set(True)
-    for k in sk:
-        new = new | jnp.concatenate([jnp.ones((1,), bool), k[1:] != k[:-1]])
-    sorted_ids = jnp.cumsum(new.astype(jnp.int32)) - 1
-    sorted_ids = jnp.where(sv, sorted_ids, m)
-    ids = jnp.zeros((m,), jnp.int32).at[order].set(sorted_ids)
-    return ids, m + 1
 
 
 def group_moments(x: Array, ids: Array, valid: Array, num_buckets: int):

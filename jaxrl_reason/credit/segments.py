@@ -188,11 +188,37 @@ def group_index(group_ids: Array) -> Array:
         )
     if g.shape[0] == 0:
         return jnp.zeros((0,), jnp.int32)
-    order = jnp.argsort(g, stable=True)
-    sorted_ids = g[order]
-    starts = jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
-    dense_sorted = jnp.cumsum(starts.astype(jnp.int32)) - 1
-    return jnp.zeros_like(dense_sorted).at[order].set(dense_sorted)
+    return dense_ids((g,), jnp.ones(g.shape, bool))[0]
+
+
+def dense_ids(keys: tuple[Array, ...], valid: Array) -> tuple[Array, Array]:
+    """Dense group numbers ``0 .. G-1`` for rows that share every key (a jit-able ``unique``).
+
+    Args:
+      keys: int arrays ``[M]``; rows with equal values in all keys form one group.
+      valid: bool ``[M]``; invalid rows get id ``M`` (an overflow bucket) and join no group.
+
+    Returns:
+      ``(ids int32[M], num_buckets)`` with ``num_buckets = M + 1`` (static), for
+      ``jax.ops.segment_sum(..., num_segments=num_buckets)``.
+
+    Sorting (``O(M log M)``) instead of a pairwise ``[M, M]`` comparison keeps memory linear,
+    and no assumption is made about the range of the key values.
+    """
+    valid = jnp.asarray(valid, bool)
+    m = valid.shape[0]
+    keys = tuple(jnp.where(valid, jnp.asarray(k, jnp.int32), 0) for k in keys)
+    # lexsort: the last key is the primary one; invalid rows sort last.
+    order = jnp.lexsort(tuple(reversed(keys)) + (~valid,))
+    sk = [k[order] for k in keys]
+    sv = valid[order]
+    new = jnp.zeros((m,), bool).at[0].set(True)
+    for k in sk:
+        new = new | jnp.concatenate([jnp.ones((1,), bool), k[1:] != k[:-1]])
+    sorted_ids = jnp.cumsum(new.astype(jnp.int32)) - 1
+    sorted_ids = jnp.where(sv, sorted_ids, m)
+    ids = jnp.zeros((m,), jnp.int32).at[order].set(sorted_ids)
+    return ids, m + 1
 
 
 def group_moments(
