@@ -52,14 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_eval_task(task_cfg: Any, split: str):
-    """The evaluation task (``train.loop.build_task``: TFDS catalog, or a local JSONL folder
-    in ``task.data_dir`` such as ``../shared/data/gsm8k``, read offline)."""
-    from jaxrl_reason.train.loop import build_task
-
-    return build_task(task_cfg, split)
-
-
 def resolve_checkpoint(spec: str, workdir: str) -> tuple[str, int, str | None]:
     """``(checkpoints directory, step, run directory or None)`` for a ``--checkpoint`` value.
 
@@ -226,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    task = build_eval_task(config.task, args.split)
+    from jaxrl_reason.train.loop import build_task
+
+    # TFDS catalog, or a local JSONL folder in task.data_dir (e.g. ../shared/data/gsm8k).
+    task = build_task(config.task, args.split)
     examples = list(task[: min(num_prompts, len(task))])
     t_load = time.perf_counter() - t0
     metrics, records = evaluate_policy(
