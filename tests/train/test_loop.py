@@ -55,12 +55,18 @@ def test_bad_config_fails_before_compiling():
 def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     cfg = load_config(
         os.path.join(CONFIGS, "tiny_debug.py"),
-        ["--config.reward.weights.explore=0.2", "--config.reward.weights.ttrl=0.5"],
+        [
+            "--config.reward.weights.explore=0.2",
+            "--config.reward.weights.ttrl=0.5",
+            "--config.reward.weights.self_certainty=0.1",
+        ],
     )
     rows = run_experiment(cfg, str(tmp_path))
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert {"reward/explore", "reward/ttrl", "accuracy", "loss", "kl", "entropy"} <= set(r)
+        # Self-certainty from the kernel is a KL divergence: finite and >= 0.
+        assert 0.0 <= r["reward/self_certainty"] < np.log(49152)
         assert "distinct_answers" in r
     assert "eval/accuracy" in rows[-1] and "eval/pass@2" in rows[-1]
     files = set(os.listdir(tmp_path))
