@@ -151,7 +151,7 @@ def restore_policy(config: Any, model: Any, ckpt_dir: str, step: int):
 
 def load_policy(config: Any, checkpoint: str | None, workdir: str):
     """``(model, tokenizer, checkpoint info or None)``: the pretrained model or a run's policy."""
-    from jaxrl_reason.train.loop import build_model
+    from jaxrl_reason.models.build import build_model
 
     resolved = None
     if checkpoint is not None:
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, launch.overrides)
         if args.model is not None:
             config.model.name = args.model
-        from jaxrl_reason.eval.runner import eval_kwargs_from_config
+        from jaxrl_reason.train.config import eval_kwargs_from_config
 
         eval_kw = eval_kwargs_from_config(config)
         num_prompts = int(config.eval.num_prompts)
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
-    from jaxrl_reason.eval.runner import default_stop_ids, evaluate_policy
+    from jaxrl_reason.eval.runner import evaluate_policy
+    from jaxrl_reason.rollout.chat import stop_token_ids
 
     t0 = time.perf_counter()
     try:
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    from jaxrl_reason.train.loop import build_task
+    from jaxrl_reason.data.build import build_task
 
     # TFDS catalog, or a local JSONL folder in task.data_dir (e.g. ../shared/data/gsm8k).
     task = build_task(config.task, args.split)
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         task,
         examples,
         key=jax.random.key(config.seed),
-        stop_token_ids=default_stop_ids(model, tokenizer),
+        stop_token_ids=stop_token_ids(tokenizer, model),
         **eval_kw,
     )
 

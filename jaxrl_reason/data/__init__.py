@@ -23,6 +23,7 @@ from jaxrl_reason.data.base import (
     Example,
     Task,
 )
+from jaxrl_reason.data.build import build_task
 from jaxrl_reason.data.gsm8k import Gsm8kTask, prepare_gsm8k_local
 from jaxrl_reason.data.iterator import DataIterator
 from jaxrl_reason.data.math_dataset import MathTask, load_math_records
@@ -53,6 +54,7 @@ __all__ = [
     "Gsm8kTask",
     "MathTask",
     "Task",
+    "build_task",
     "load_math_records",
     "make_task",
     "prepare_gsm8k_local",

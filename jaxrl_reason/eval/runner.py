@@ -33,28 +33,11 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["default_stop_ids", "eval_kwargs_from_config", "evaluate_policy", "validate_eval"]
+__all__ = ["evaluate_policy", "validate_eval"]
 
 # Stream ids folded into the caller's key: the two passes draw independent randomness.
 _GREEDY_STREAM = 0
 _SAMPLED_STREAM = 1
-
-
-def default_stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
-    """End-of-turn ids: the model config's and the tokenizer's EOS, and ``<|im_end|>``.
-
-    Chat models end a turn with ``<|im_end|>`` (SmolLM2, Qwen2.5), which is not always the
-    tokenizer's ``eos_token``; stopping on it keeps the response to the assistant turn.
-    """
-    cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
-    ids = {getattr(cfg, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)}
-    try:
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    except (KeyError, AttributeError):
-        im_end = None
-    if isinstance(im_end, int) and im_end != getattr(tokenizer, "unk_token_id", None):
-        ids.add(im_end)
-    return tuple(sorted(int(i) for i in ids if i is not None))
 
 
 def validate_eval(*, greedy: bool, n_samples: int, ks: Sequence[int], temperature: float) -> None:
@@ -85,45 +68,6 @@ def validate_eval(*, greedy: bool, n_samples: int, ks: Sequence[int], temperatur
             raise ValueError(f"eval.temperature={temperature}: must be > 0 for sampling")
 
 
-def eval_kwargs_from_config(config: Any) -> dict[str, Any]:
-    """Keyword arguments of :func:`evaluate_policy` from an experiment config (validated).
-
-    Reads ``config.eval.{batch_prompts, n_samples, ks, temperature}`` and the optional
-    ``eval.max_new_tokens`` / ``eval.top_p`` (default: ``config.rollout.max_new_tokens`` and
-    1.0, i.e. the untruncated distribution whose pass@k the literature reports).
-
-    Raises:
-      jaxrl_reason.train.config.ConfigError: a bad ``eval.*`` field (before any compilation).
-    """
-    from jaxrl_reason.train.config import ConfigError
-
-    ev = config.eval
-    max_new = ev.get("max_new_tokens", 0) or config.rollout.max_new_tokens
-    kw = dict(
-        max_new_tokens=int(max_new),
-        batch_prompts=int(ev.get("batch_prompts", 32)),
-        greedy=bool(ev.get("greedy", True)),
-        n_samples=int(ev.get("n_samples", 0)),
-        ks=tuple(int(k) for k in ev.get("ks", (1,))),
-        temperature=float(ev.get("temperature", 1.0)),
-        top_p=float(ev.get("top_p", 1.0)),
-    )
-    try:
-        validate_eval(
-            greedy=kw["greedy"],
-            n_samples=kw["n_samples"],
-            ks=kw["ks"],
-            temperature=kw["temperature"],
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if kw["batch_prompts"] < 1:
-        raise ConfigError(f"eval.batch_prompts={kw['batch_prompts']}: must be >= 1")
-    if kw["max_new_tokens"] < 1:
-        raise ConfigError(f"eval.max_new_tokens / rollout.max_new_tokens={max_new}: must be >= 1")
-    return kw
-
-
 def _run_pass(
     model, tokenizer, ids, keys, *, chunk, width, pad_id, sampling_cfg
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -133,7 +77,7 @@ def _run_pass(
     prompt-major order (prompt ``i``'s samples at ``i * n .. i * n + n - 1``).
     """
     from jaxrl_reason.rollout import left_pad, sample
-    from jaxrl_reason.train.loop import decode_responses
+    from jaxrl_reason.rollout.chat import decode_responses
 
     n = sampling_cfg.n
     texts: list[str] = []
@@ -186,7 +130,8 @@ def evaluate_policy(
       n_samples: samples per prompt for the sampled pass (0 = no sampled pass).
       ks: the k of pass@k / maj@k, each in ``[1, n_samples]``.
       temperature, top_p, top_k: sampling options of the sampled pass.
-      stop_token_ids: end-of-response ids (default :func:`default_stop_ids`).
+      stop_token_ids: end-of-response ids (default
+        :func:`jaxrl_reason.rollout.chat.stop_token_ids`).
       pad_token_id: padding id (default the tokenizer's, then the model config's, then 0).
 
     Returns:
@@ -209,8 +154,7 @@ def evaluate_policy(
     from jaxrl_reason.eval.metrics import summarize
     from jaxrl_reason.rewards.canonical import NONE_KEY, canonical_keys
     from jaxrl_reason.rewards.extract import extract_answer, extraction_stats
-    from jaxrl_reason.rollout import SamplingConfig, bucket_length
-    from jaxrl_reason.train.loop import chat_prompt_ids
+    from jaxrl_reason.rollout import SamplingConfig, bucket_length, chat
 
     examples = list(examples)
     if not examples:
@@ -221,7 +165,7 @@ def evaluate_policy(
     t_start = time.perf_counter()
     fmt = getattr(task, "verify_format", "auto")
     if stop_token_ids is None:
-        stop_token_ids = default_stop_ids(model, tokenizer)
+        stop_token_ids = chat.stop_token_ids(tokenizer, model)
     if pad_token_id is None:
         pad_token_id = getattr(tokenizer, "pad_token_id", None)
     if pad_token_id is None:
@@ -229,7 +173,7 @@ def evaluate_policy(
         pad_token_id = getattr(mcfg, "pad_token_id", None)
     pad_token_id = 0 if pad_token_id is None else int(pad_token_id)
 
-    ids = chat_prompt_ids(tokenizer, task, examples)
+    ids = chat.chat_prompt_ids(tokenizer, task, examples)
     # One width for the whole evaluation (rounded up like the sampler does): one compile.
     width = bucket_length(max(len(x) for x in ids))
     num = len(examples)

@@ -3,6 +3,7 @@
 See docs/contracts.md for the interface other layers rely on.
 """
 
+from jaxrl_reason.models.build import build_model, smollm2_tokenizer
 from jaxrl_reason.models.cache import KVCache
 from jaxrl_reason.models.config import SUPPORTED_ARCHITECTURES, ModelConfig
 from jaxrl_reason.models.loaders import KNOWN_MODELS, load_pretrained, save_pretrained
@@ -14,6 +15,8 @@ __all__ = [
     "ModelConfig",
     "SUPPORTED_ARCHITECTURES",
     "Transformer",
+    "build_model",
     "load_pretrained",
     "save_pretrained",
+    "smollm2_tokenizer",
 ]

@@ -404,3 +404,42 @@ def _check_eval(config, num_devices):
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def eval_kwargs_from_config(config: Any) -> dict[str, Any]:
+    """Keyword arguments of :func:`evaluate_policy` from an experiment config (validated).
+
+    Reads ``config.eval.{batch_prompts, n_samples, ks, temperature}`` and the optional
+    ``eval.max_new_tokens`` / ``eval.top_p`` (default: ``config.rollout.max_new_tokens`` and
+    1.0, i.e. the untruncated distribution whose pass@k the literature reports).
+
+    Raises:
+      ConfigError: a bad ``eval.*`` field (before any compilation).
+    """
+    from jaxrl_reason.eval.runner import validate_eval
+
+    ev = config.eval
+    max_new = ev.get("max_new_tokens", 0) or config.rollout.max_new_tokens
+    kw = dict(
+        max_new_tokens=int(max_new),
+        batch_prompts=int(ev.get("batch_prompts", 32)),
+        greedy=bool(ev.get("greedy", True)),
+        n_samples=int(ev.get("n_samples", 0)),
+        ks=tuple(int(k) for k in ev.get("ks", (1,))),
+        temperature=float(ev.get("temperature", 1.0)),
+        top_p=float(ev.get("top_p", 1.0)),
+    )
+    try:
+        validate_eval(
+            greedy=kw["greedy"],
+            n_samples=kw["n_samples"],
+            ks=kw["ks"],
+            temperature=kw["temperature"],
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if kw["batch_prompts"] < 1:
+        raise ConfigError(f"eval.batch_prompts={kw['batch_prompts']}: must be >= 1")
+    if kw["max_new_tokens"] < 1:
+        raise ConfigError(f"eval.max_new_tokens / rollout.max_new_tokens={max_new}: must be >= 1")
+    return kw

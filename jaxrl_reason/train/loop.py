@@ -29,130 +29,18 @@ import numpy as np
 from flax import nnx
 
 from jaxrl_reason import credit, kernels
+from jaxrl_reason.data.build import build_task
+from jaxrl_reason.models.build import build_model
+from jaxrl_reason.rollout.chat import chat_prompt_ids, decode_responses, stop_token_ids
 from jaxrl_reason.train import rewarding
 from jaxrl_reason.train import step as step_lib
+from jaxrl_reason.train.step import loss_config
 
 Array = jax.Array
 
 
 # ---------------------------------------------------------------------------------------------
-# Building blocks from the config.
-
-
-def build_model(model_cfg: Any):
-    """``(model, tokenizer)`` from ``config.model``.
-
-    ``model.name``: ``"smollm2-135m-instruct"``, a Hugging Face checkpoint directory, or
-    ``"tiny_debug"`` (a tiny random model of the same code that uses the SmolLM2 tokenizer,
-    so tests exercise the real chat template and verifiers in seconds).
-    """
-    from jaxrl_reason.models import ModelConfig, Transformer, load_pretrained
-
-    dtype = model_cfg.get("dtype", "float32")
-    param_dtype = model_cfg.get("param_dtype", "float32")
-    if model_cfg.name == "tiny_debug":
-        tokenizer = smollm2_tokenizer()
-        cfg = ModelConfig.tiny_debug(
-            vocab_size=len(tokenizer),
-            dtype=dtype,
-            param_dtype=param_dtype,
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        )
-        return Transformer(cfg, rngs=nnx.Rngs(model_cfg.get("init_seed", 0))), tokenizer
-    return load_pretrained(model_cfg.name, dtype=dtype, param_dtype=param_dtype)
-
-
-@functools.lru_cache(maxsize=1)
-def smollm2_tokenizer():
-    """SmolLM2's tokenizer and chat template alone (reads GGUF metadata, no weights)."""
-    import gguf
-
-    from jaxrl_reason.models.loaders import gguf_path
-    from jaxrl_reason.models.tokenizer import tokenizer_from_gguf
-
-    return tokenizer_from_gguf(gguf.GGUFReader(gguf_path("smollm2-135m-instruct")))
-
-
-def build_task(task_cfg: Any, split: str):
-    """A :class:`jaxrl_reason.data.base.Task` from ``config.task`` for ``split``."""
-    kind = task_cfg.name
-    common = {"prompt_format": task_cfg.get("prompt_format", "hash")}
-    if task_cfg.get("verify_format", None):
-        common["verify_format"] = task_cfg.verify_format
-    if task_cfg.get("system_prompt", None) is not None:
-        common["system_prompt"] = task_cfg.system_prompt
-    if kind == "arithmetic":
-        from jaxrl_reason.data.arithmetic import ArithmeticTask
-
-        return ArithmeticTask(
-            split,
-            seed=task_cfg.get("seed", 0),
-            low=task_cfg.low,
-            high=task_cfg.high,
-            ops=tuple(task_cfg.ops),
-            num_examples=task_cfg.get(f"num_{split}", None) or None,
-            template=task_cfg.get("template", "What is {a} {op} {b}?"),
-            **common,
-        )
-    if kind == "gsm8k":
-        from jaxrl_reason.data.gsm8k import Gsm8kTask
-
-        data_dir = task_cfg.get("data_dir", "") or None
-        if data_dir and os.path.isfile(os.path.join(data_dir, f"{split}.jsonl")):
-            # A local directory of JSONL: converted once to array_record (cached), then read
-            # through tfds.data_source like the catalog's copy.
-            cache = os.environ.get("JAXRL_CACHE_DIR") or os.path.expanduser("~/.cache/jaxrl_reason")
-            return Gsm8kTask(
-                split,
-                source="local",
-                jsonl_dir=data_dir,
-                cache_dir=os.path.join(cache, "gsm8k"),
-                **common,
-            )
-        return Gsm8kTask(split, data_dir=data_dir, **common)
-    if kind == "math_jsonl":
-        from jaxrl_reason.data.math_dataset import MathTask
-
-        return MathTask(task_cfg.path, **common)
-    raise ValueError(
-        f"task.name={kind!r} is not a known task; use 'arithmetic', 'gsm8k' or 'math_jsonl'"
-    )
-
-
-def loss_config(config: Any, num_layers: int) -> step_lib.LossConfig:
-    """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature)."""
-    fields = {f.name for f in dataclasses.fields(step_lib.LossConfig)}
-    kw = {k: v for k, v in config.loss.items() if k in fields}
-    kw["temperature"] = float(config.rollout.temperature)
-    # Config files use 0 / "" for "off" so that overrides keep a fixed type.
-    kw["dual_clip"] = kw.get("dual_clip") or None
-    kw["kernel_impl"] = kw.get("kernel_impl") or None
-    if config.optim.get("trainable", "all") == "last_k":
-        kw["frozen_layers"] = num_layers - int(config.optim.last_k)
-    return step_lib.LossConfig(**kw)
-
-
-def chat_prompt_ids(tokenizer, task, examples) -> list[list[int]]:
-    """Token ids of each example's chat prompt (template applied, generation prompt added)."""
-    out = []
-    for ex in examples:
-        ids = tokenizer.apply_chat_template(
-            task.build_prompt(ex), add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        out.append(list(ids))
-    return out
-
-
-def decode_responses(tokenizer, tokens: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """Decodes each row's first ``lengths[i]`` tokens (special tokens dropped)."""
-    return [
-        tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
-        for row, n in zip(tokens, lengths, strict=True)
-    ]
+# The trainer.
 
 
 def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -165,10 +53,6 @@ def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) 
     rows = np.nonzero(lengths > 0)[0]
     out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer.
 
 
 @dataclasses.dataclass
@@ -313,12 +197,8 @@ class Trainer:
         return sample_on_mesh(self.policy(), tokens, mask, key, cfg, self.mesh)
 
     def stop_ids(self) -> list[int]:
-        """Token ids that end a response: EOS and the chat template's end-of-turn token."""
-        ids = {self.tokenizer.eos_token_id}
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.add(im_end)
-        return sorted(i for i in ids if i is not None)
+        """Token ids that end a response (:func:`jaxrl_reason.rollout.chat.stop_token_ids`)."""
+        return list(stop_token_ids(self.tokenizer))
 
     @functools.cached_property
     def _advantage_fn(self):
@@ -561,7 +441,8 @@ class Trainer:
         """Held-out evaluation (:func:`jaxrl_reason.eval.runner.evaluate_policy`): greedy
         accuracy, answer-extraction coverage and mean length; with ``eval.n_samples > 1`` also
         pass@k / maj@k at ``eval.temperature`` and distinct answers per prompt."""
-        from jaxrl_reason.eval.runner import eval_kwargs_from_config, evaluate_policy
+        from jaxrl_reason.eval.runner import evaluate_policy
+        from jaxrl_reason.train.config import eval_kwargs_from_config
 
         examples = list(self.eval_task[: self.config.eval.num_prompts])
         metrics, self._last_eval_records = evaluate_policy(
@@ -650,4 +531,4 @@ def run_experiment(config: Any, workdir: str, *, resume: bool = False) -> list[d
         trainer.ckpt.close()
 
 
-__all__: Sequence[str] = ["Trainer", "run_experiment", "build_model", "build_task"]
+__all__: Sequence[str] = ["Trainer", "run_experiment"]

@@ -60,6 +60,19 @@ class LossConfig:
     frozen_layers: int = 0
 
 
+def loss_config(config: Any, num_layers: int) -> LossConfig:
+    """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature)."""
+    fields = {f.name for f in dataclasses.fields(LossConfig)}
+    kw = {k: v for k, v in config.loss.items() if k in fields}
+    kw["temperature"] = float(config.rollout.temperature)
+    # Config files use 0 / "" for "off" so that overrides keep a fixed type.
+    kw["dual_clip"] = kw.get("dual_clip") or None
+    kw["kernel_impl"] = kw.get("kernel_impl") or None
+    if config.optim.get("trainable", "all") == "last_k":
+        kw["frozen_layers"] = num_layers - int(config.optim.last_k)
+    return LossConfig(**kw)
+
+
 def response_hidden(
     model: nnx.Module,
     prompt_tokens: Array,

@@ -12,14 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxrl_reason.eval.runner import (
-    default_stop_ids,
-    eval_kwargs_from_config,
-    evaluate_policy,
-    validate_eval,
-)
+from jaxrl_reason.eval.runner import evaluate_policy, validate_eval
 from jaxrl_reason.rewards.canonical import NONE_KEY, canonical_key
 from jaxrl_reason.rewards.extract import extract_answer
+from jaxrl_reason.rollout.chat import stop_token_ids
+from jaxrl_reason.train.config import eval_kwargs_from_config
 from tests.shared_data import require
 
 MAX_NEW = 8  # tiny_debug's rollout.max_new_tokens: shapes shared with tests/experiments
@@ -31,7 +28,7 @@ def _gsm8k_dir():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from jaxrl_reason.train.loop import build_model
+    from jaxrl_reason.models.build import build_model
 
     return build_model(ml_collections.ConfigDict({"name": "tiny_debug"}))
 
@@ -175,7 +172,7 @@ def test_metrics_equal_hand_computation_from_records(parity_run):
 def test_greedy_matches_the_sampler_and_is_independent_of_batching(tiny, gsm8k, parity_run):
     """Rows depend only on their own prompt key: batch 2 (sampled chunk 1) == batch 4."""
     from jaxrl_reason.rollout import SamplingConfig, left_pad, sample
-    from jaxrl_reason.train.loop import chat_prompt_ids
+    from jaxrl_reason.rollout.chat import chat_prompt_ids
 
     model, tok = tiny
     task, examples = gsm8k
@@ -209,7 +206,7 @@ def test_greedy_matches_the_sampler_and_is_independent_of_batching(tiny, gsm8k, 
         mask,
         jax.random.key(1),
         SamplingConfig(
-            max_new_tokens=MAX_NEW, greedy=True, stop_token_ids=default_stop_ids(model, tok)
+            max_new_tokens=MAX_NEW, greedy=True, stop_token_ids=stop_token_ids(tok, model)
         ),
     )
     n = int(ro.lengths[0])
@@ -219,7 +216,7 @@ def test_greedy_matches_the_sampler_and_is_independent_of_batching(tiny, gsm8k, 
 
 def test_default_stop_ids_include_end_of_turn(tiny):
     model, tok = tiny
-    ids = default_stop_ids(model, tok)
+    ids = stop_token_ids(tok, model)
     assert tok.convert_tokens_to_ids("<|im_end|>") in ids
     assert tok.eos_token_id in ids
 

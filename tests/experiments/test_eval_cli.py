@@ -100,8 +100,9 @@ def test_checkpoint_latest_loads_the_trained_params(tmp_path):
     from flax import nnx
 
     from experiments import train as train_cli
+    from jaxrl_reason.models.build import build_model
     from jaxrl_reason.train.config import load_config
-    from jaxrl_reason.train.loop import Trainer, build_model
+    from jaxrl_reason.train.loop import Trainer
 
     run = str(tmp_path / "run")
     overrides = [

@@ -99,7 +99,7 @@ def make_batch(graphdef, params, rest, loss_cfg):
 def setup():
     c = config()
     model, graphdef, params, rest = new_params()
-    loss_cfg = loop.loss_config(c, MODEL_CFG.num_layers)
+    loss_cfg = step.loss_config(c, MODEL_CFG.num_layers)
     opt = build_optimizer(c.optim, (params, None), total_steps=c.total_steps)
     num_micro = c.train.mini_batch_size // c.train.micro_batch_size
     update = step.make_update_fn(graphdef, opt.tx, loss_cfg, num_micro)
@@ -308,7 +308,7 @@ def check_value_head(results, env):
         np.float32
     ) * batch["response_mask"]
     c = env["c"]
-    loss_cfg = loop.loss_config(c, MODEL_CFG.num_layers)
+    loss_cfg = step.loss_config(c, MODEL_CFG.num_layers)
     _, graphdef, params, _ = new_params()
     vh = step.init_value_head(MODEL_CFG.hidden_size)
     opt = build_optimizer(c.optim, (params, vh), total_steps=c.total_steps)
