@@ -116,39 +116,6 @@ def check_run_config(config: Any, run_dir: str | None) -> None:
             )
 
 
-def restore_policy(config: Any, model: Any, ckpt_dir: str, step: int):
-    """``model`` with its parameters replaced by the policy saved at ``step``.
-
-    ``Trainer`` saves ``{"params", "value_head", "opt_state"}``; the restore target is rebuilt
-    the same way from the config (the optimiser state only as shapes, via ``jax.eval_shape``),
-    and only the parameters are kept.
-    """
-    import jax
-    from flax import nnx
-
-    from jaxrl_reason.train.checkpoint import Checkpointer
-    from jaxrl_reason.train.optim import build_optimizer
-    from jaxrl_reason.train.step import init_value_head
-
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    value_head = (
-        init_value_head(model.config.hidden_size) if config.algo.get("value_head", False) else None
-    )
-    rollouts = config.rollout.batch_prompts * config.rollout.n_samples
-    updates = config.train.ppo_epochs * max(rollouts // config.train.mini_batch_size, 1)
-    optimizer = build_optimizer(
-        config.optim, (params, value_head), total_steps=max(config.total_steps * updates, 1)
-    )
-    opt_state = jax.eval_shape(optimizer.tx.init, (params, value_head))
-    abstract = {"params": params, "value_head": value_head, "opt_state": opt_state}
-    ckpt = Checkpointer(ckpt_dir, save_every=0, handle_signals=False, async_save=False)
-    try:
-        restored = ckpt.restore(step, abstract)
-    finally:
-        ckpt.close()
-    return nnx.merge(graphdef, restored.state["params"], rest)
-
-
 def load_policy(config: Any, checkpoint: str | None, workdir: str):
     """``(model, tokenizer, checkpoint info or None)``: the pretrained model or a run's policy."""
     from jaxrl_reason.models.build import build_model
@@ -161,6 +128,8 @@ def load_policy(config: Any, checkpoint: str | None, workdir: str):
     if resolved is None:
         return model, tokenizer, None
     ckpt_dir, step, run_dir = resolved
+    from jaxrl_reason.train.state import restore_policy
+
     model = restore_policy(config, model, ckpt_dir, step)
     return model, tokenizer, {"directory": ckpt_dir, "step": step, "run_dir": run_dir}
 

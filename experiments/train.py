@@ -2,6 +2,7 @@
 
     python -m experiments.train --config experiments/configs/smollm2_arith_grpo.py \
         --workdir runs/arith [--resume] [--config.total_steps=50 ...]
+    python -m experiments.train --config FILE --print-config [--config.x=y ...]
 
 The config is loaded, overridden and validated before JAX compiles anything; the run writes
 config.json, metrics.jsonl, TensorBoard events, samples and plots to ``--workdir``.
@@ -18,6 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_flags(sys.argv[1:] if argv is None else argv, prog="experiments.train")
     try:
         config = load_config(args.config, args.overrides)
+        if args.print_config:
+            # Validated (load_config) and resolved; no model is loaded, nothing compiles.
+            import json
+
+            from jaxrl_reason.train.config import to_json_dict
+
+            print(json.dumps(to_json_dict(config), indent=2, sort_keys=True))
+            return 0
         import jax
 
         from jaxrl_reason.parallel import maybe_initialize_distributed

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxrl_reason.rewards.registry import reward_names
+
 
 def base_config() -> ml_collections.ConfigDict:
     """GRPO on SmolLM2-135M-Instruct with the generated 2-digit arithmetic task."""
@@ -52,6 +54,14 @@ def base_config() -> ml_collections.ConfigDict:
     # Prompts are left-padded to a multiple of this (fewer recompiles vs less padding: the
     # train step pays for every padded prompt column too).
     c.rollout.prompt_bucket = 16
+    # How responses are generated (jaxrl_reason.rollout.strategies): "group" = n i.i.d.
+    # samples per prompt. Step segmentation fills Trajectories.segment_id for step-level
+    # credit: "auto" = the task's own steps (arith_chain: one per computed line), else
+    # paragraphs ("double_newline"); responses with more than max_steps steps fold the rest
+    # into the last one.
+    c.rollout.strategy = "group"
+    c.rollout.step_rule = "auto"
+    c.rollout.max_steps = 8
 
     c.algo = ml_collections.ConfigDict()
     c.algo.estimator = "grpo"
@@ -92,22 +102,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.last_k = 12
 
     c.reward = ml_collections.ConfigDict()
-    # Every component a run can mix in, by weight (0 = off; see jaxrl_reason/train/rewarding.py
-    # and jaxrl_reason/rewards/mix.py). Listing them all lets `--config.reward.weights.X=w`
-    # switch any one on from the command line.
-    c.reward.weights = ml_collections.ConfigDict(
-        {
-            "correct": 1.0,
-            "format": 0.0,
-            "overlong": 0.0,
-            "length": 0.0,
-            "explore": 0.0,
-            "batch_penalty": 0.0,
-            "ttrl": 0.0,
-            "empo": 0.0,
-            "self_certainty": 0.0,
-        }
-    )
+    # Every registered component (jaxrl_reason/rewards/components.py), by weight (0 = off),
+    # so that `--config.reward.weights.X=w` switches any one on from the command line.
+    c.reward.weights = ml_collections.ConfigDict({name: 0.0 for name in reward_names()})
+    c.reward.weights.correct = 1.0
+    # A component run every step for the Trajectories fields it fills even at weight 0: ""
+    # or "oracle_steps" (step_scores / step_verdicts from a task's oracle step labels).
+    c.reward.step_scorer = ""
+    c.reward.length_coef = 1.0
     c.reward.overlong_buffer = 8
 
     # Outcome-based exploration (used when reward.weights.explore > 0; the weight is c).
@@ -118,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.explore.include_current = True
     c.explore.gate_all_correct = False
     c.explore.max_answers_per_prompt = 64
+    # "advantage": A = Ahat + c * bonus after the estimator's normalisation (the paper's
+    # objective, arXiv 2509.06941); "reward": the bonus joins the reward before it.
+    c.explore.placement = "advantage"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_prompts = 100

@@ -5,7 +5,7 @@
 
 # Importing the method modules registers their estimators (prime, pure, vineppo, spo_chain,
 # capo, treerl, spo_tree, sibling_grpo, tree_grpo, gigpo, igpo).
-from jaxrl_reason.credit import agents, mc, process, steps, trees  # noqa: F401
+from jaxrl_reason.credit import agents, mc, process, trees  # noqa: F401
 from jaxrl_reason.credit.agents import gigpo_step_advantages, igpo_turn_rewards
 from jaxrl_reason.credit.mc import mc_step_advantages, spo_prob_mask
 from jaxrl_reason.credit.outcome import (
@@ -26,7 +26,14 @@ from jaxrl_reason.credit.process import (
     min_form_returns,
     pure_transform,
 )
-from jaxrl_reason.credit.registry import get, names, register, unregister
+from jaxrl_reason.credit.registry import (
+    get,
+    inputs,
+    names,
+    optional_inputs,
+    register,
+    unregister,
+)
 from jaxrl_reason.credit.scans import discounted_returns, gae_scan
 from jaxrl_reason.credit.segments import (
     broadcast_segments,
@@ -68,6 +75,7 @@ __all__ = [
     "group_moments",
     "grpo",
     "igpo_turn_rewards",
+    "inputs",
     "implicit_prm_loss",
     "implicit_process_rewards",
     "implicit_step_rewards",
@@ -80,6 +88,7 @@ __all__ = [
     "names",
     "node_depth",
     "node_root",
+    "optional_inputs",
     "pure_transform",
     "register",
     "reinforce_pp",

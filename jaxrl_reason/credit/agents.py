@@ -115,7 +115,11 @@ def gigpo_step_advantages(
     return jnp.where(tm, a, 0.0), jnp.where(tm, ret, 0.0)
 
 
-@registry.register("gigpo")
+@registry.register(
+    "gigpo",
+    inputs={"segment_id": "segment_id", "anchor_ids": "anchor_ids"},
+    optional={"turn_mask": "turn_mask"},
+)
 def gigpo(
     token_rewards: Array,
     response_mask: Array,
@@ -207,7 +211,11 @@ def igpo_turn_rewards(
     return jnp.where(tm, r, 0.0)
 
 
-@registry.register("igpo")
+@registry.register(
+    "igpo",
+    inputs={"segment_id": "segment_id", "answer_probs": "answer_probs"},
+    optional={"turn_mask": "turn_mask"},
+)
 def igpo(
     token_rewards: Array,
     response_mask: Array,

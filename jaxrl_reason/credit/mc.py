@@ -59,7 +59,7 @@ def _outcome(token_rewards: Array, mask: Array, outcome: Array | None) -> Array:
     return jnp.sum(jnp.where(mask, jnp.asarray(token_rewards, jnp.float32), 0.0), axis=-1)
 
 
-@registry.register("vineppo")
+@registry.register("vineppo", inputs={"segment_id": "segment_id", "step_values": "step_values"})
 def vineppo(
     token_rewards: Array,
     response_mask: Array,
@@ -114,7 +114,11 @@ def spo_prob_mask(logp: Array, response_mask: Array, *, rho: float = 0.9) -> Arr
     return jnp.asarray(response_mask, bool) & (jnp.exp(jnp.asarray(logp, jnp.float32)) < rho)
 
 
-@registry.register("spo_chain")
+@registry.register(
+    "spo_chain",
+    inputs={"segment_id": "segment_id", "step_values": "step_values"},
+    optional={"logp": "old_logprobs"},
+)
 def spo_chain(
     token_rewards: Array,
     response_mask: Array,
@@ -132,7 +136,7 @@ def spo_chain(
     """SPO-chain segment advantages ``A_k = V(c_{k+1}) - V(c_k)``, last ``R - V(c_n)``.
 
     Segments are cut after cut points ``c`` (every ``interval``-th token with ``p < rho``;
-    :func:`jaxrl_reason.credit.steps.spo_chain_segment_ids`). ``step_values[b, k]`` is the MC
+    :func:`jaxrl_reason.rollout.steps.spo_chain_segment_ids`). ``step_values[b, k]`` is the MC
     value of the state before segment k, i.e. ``V(prefix up to c_k)``; the segment
     advantage is then :func:`mc_step_advantages`. Where the value before a segment is unknown
     (``step_value_mask`` False; by default it is for segment 0 unless the first response

@@ -191,7 +191,7 @@ def reinforce_pp_baseline(
     return adv, adv
 
 
-@register("gae")
+@register("gae", inputs={"values": "values"})
 def gae(
     token_rewards: Array,
     response_mask: Array,

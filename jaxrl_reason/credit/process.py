@@ -133,7 +133,7 @@ def implicit_step_rewards(
 
     Args:
       process_rewards: float ``[B, T]`` from :func:`implicit_process_rewards`.
-      segment_id: int ``[B, T]`` step of each token (:mod:`jaxrl_reason.credit.steps`).
+      segment_id: int ``[B, T]`` step of each token (:mod:`jaxrl_reason.rollout.steps`).
       response_mask: ``[B, T]``.
       num_segments: static ``S``.
 
@@ -200,7 +200,10 @@ def _prime_code_rloo(x: Array, m: Array, group_ids: Array, valid: Array) -> Arra
     return jnp.where(mf, out, 0.0)
 
 
-@registry.register("prime")
+@registry.register(
+    "prime",
+    inputs={"logp": "old_logprobs", "ref_logp": "ref_logprobs"},
+)
 def prime(
     token_rewards: Array,
     response_mask: Array,
@@ -346,7 +349,7 @@ def min_form_returns(step_rewards: Array, step_mask: Array) -> Array:
 _PURE_VARIANTS = ("main", "verl")
 
 
-@registry.register("pure")
+@registry.register("pure", inputs={"segment_id": "segment_id", "step_rewards": "step_scores"})
 def pure(
     token_rewards: Array,
     response_mask: Array,
@@ -538,7 +541,7 @@ def capo_token_rewards(
     return jnp.where(m, o[:, None] * w_whole - wrong_tok * w_process, 0.0)
 
 
-@registry.register("capo")
+@registry.register("capo", inputs={"segment_id": "segment_id", "step_verdicts": "step_verdicts"})
 def capo(
     token_rewards: Array,
     response_mask: Array,

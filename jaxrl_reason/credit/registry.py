@@ -2,27 +2,45 @@
 
 A new credit-assignment method is one decorated pure function::
 
-    @credit.register("my_method")
-    def my_method(token_rewards, response_mask, group_ids, **kwargs):
+    @credit.register("my_method", inputs={"step_values": "step_values"})
+    def my_method(token_rewards, response_mask, group_ids, *, step_values=None, **kwargs):
         ...
         return advantages, returns
 
-Every registered estimator returns ``(advantages [B, T], returns [B, T])`` in float32, zero
-outside ``response_mask``. Configs select estimators by name through :func:`get`.
+Every registered estimator takes ``(token_rewards [B, T], response_mask [B, T], group_ids
+[B])`` positionally and returns ``(advantages [B, T], returns [B, T])`` in float32, zero
+outside ``response_mask``. ``inputs`` maps each further keyword argument the estimator needs
+to the :class:`jaxrl_reason.rollout.Trajectories` field that feeds it (``optional`` likewise
+for arguments it uses when present), so the trainer can call any estimator on any rollout,
+and config validation can check before anything compiles that the configured rollout
+strategy and reward components fill those fields. Configs select estimators by name through
+:func:`get`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_INPUTS: dict[str, dict[str, str]] = {}
+_OPTIONAL: dict[str, dict[str, str]] = {}
 
 
-def register(name: str) -> Callable[[F], F]:
+def register(
+    name: str,
+    *,
+    inputs: Mapping[str, str] | None = None,
+    optional: Mapping[str, str] | None = None,
+) -> Callable[[F], F]:
     """Decorator that registers an advantage estimator under ``name``.
+
+    Args:
+      name: the name configs use (``algo.estimator``).
+      inputs: ``{keyword argument: Trajectories field}`` the estimator requires.
+      optional: ``{keyword argument: Trajectories field}`` passed only when the field is set.
 
     Raises:
       ValueError: if ``name`` is already registered (silent overwrites hide bugs; use
@@ -37,6 +55,8 @@ def register(name: str) -> Callable[[F], F]:
                 "pick another name or call credit.unregister first"
             )
         _REGISTRY[name] = fn
+        _INPUTS[name] = dict(inputs or {})
+        _OPTIONAL[name] = dict(optional or {})
         return fn
 
     return deco
@@ -45,6 +65,8 @@ def register(name: str) -> Callable[[F], F]:
 def unregister(name: str) -> None:
     """Removes ``name`` from the registry (no-op when absent)."""
     _REGISTRY.pop(name, None)
+    _INPUTS.pop(name, None)
+    _OPTIONAL.pop(name, None)
 
 
 def get(name: str) -> Callable[..., Any]:
@@ -59,6 +81,18 @@ def get(name: str) -> Callable[..., Any]:
         raise ValueError(
             f"unknown advantage estimator {name!r}; valid names: {', '.join(names())}"
         ) from None
+
+
+def inputs(name: str) -> dict[str, str]:
+    """``{keyword argument: Trajectories field}`` that estimator ``name`` requires."""
+    get(name)
+    return dict(_INPUTS[name])
+
+
+def optional_inputs(name: str) -> dict[str, str]:
+    """``{keyword argument: Trajectories field}`` that ``name`` uses when the field is set."""
+    get(name)
+    return dict(_OPTIONAL[name])
 
 
 def names() -> list[str]:

@@ -33,6 +33,15 @@ from jaxrl_reason.credit.segments import masked_whiten
 
 Array = jax.Array
 
+# keyword argument -> Trajectories field of the forest estimators
+_FOREST = {
+    "tok_node": "tok_node",
+    "parent": "parent",
+    "is_leaf": "is_leaf",
+    "leaf_reward": "leaf_reward",
+    "node_valid": "node_valid",
+}
+
 __all__ = [
     "ancestor_matrix",
     "flatten_forests",
@@ -409,7 +418,7 @@ def _tree_args(fn, tok_node, parent, is_leaf, leaf_reward, node_valid):
         )
 
 
-@registry.register("treerl")
+@registry.register("treerl", inputs=_FOREST)
 def treerl(
     token_rewards: Array,
     response_mask: Array,
@@ -444,7 +453,7 @@ def treerl(
     return adv, _to_tokens(val, tok_node, m)
 
 
-@registry.register("spo_tree")
+@registry.register("spo_tree", inputs=_FOREST, optional={"logp": "old_logprobs"})
 def spo_tree(
     token_rewards: Array,
     response_mask: Array,
@@ -483,7 +492,7 @@ def spo_tree(
     return adv, _to_tokens(val, tok_node, m)
 
 
-@registry.register("sibling_grpo")
+@registry.register("sibling_grpo", inputs=_FOREST)
 def sibling_grpo(
     token_rewards: Array,
     response_mask: Array,
@@ -510,7 +519,7 @@ def sibling_grpo(
     return _to_tokens(a, tok_node, m), _to_tokens(val, tok_node, m)
 
 
-@registry.register("tree_grpo")
+@registry.register("tree_grpo", inputs={"tree_ids": "tree_id"})
 def tree_grpo(
     token_rewards: Array,
     response_mask: Array,

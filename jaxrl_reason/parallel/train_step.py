@@ -27,7 +27,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -43,7 +42,6 @@ __all__ = [
     "batch_sharding",
     "batch_spec_for",
     "jit_sharded_update",
-    "sample_on_mesh",
     "shard_model",
     "shard_train_state",
 ]
@@ -180,44 +178,3 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> 
         model, jax.device_put(nnx.state(model), param_shardings(nnx.state(model), mesh, rules))
     )
     return model
-
-
-def sample_on_mesh(
-    model: nnx.Module,
-    prompt_tokens: Any,
-    prompt_mask: Any,
-    key: jax.Array,
-    cfg: Any,
-    mesh: Mesh,
-    rules: Rules = DEFAULT_RULES,
-):
-    """:func:`jaxrl_reason.rollout.sample` with sharded weights and a batch split over devices.
-
-    The model's variables are placed by their logical names (FSDP / tensor parallel, as in
-    training); the left-padded prompts, their masks and the per-prompt PRNG keys are split by
-    rows over the ``batch`` rule's axes (``("data", "fsdp")``), dropping axes that do not
-    divide the number of prompts. The compiled sampler is the same program as on one device:
-    XLA propagates the row split into the KV cache and the decode loop, and each row's tokens
-    are the same as on one device (same per-row keys; see the sampler's docstring).
-
-    Args:
-      model: a ``jaxrl_reason.models.Transformer`` (sharded in place).
-      prompt_tokens: int32 ``[B, P]`` left-padded; ``prompt_mask`` bool ``[B, P]``.
-      key: one PRNG key or ``B`` per-prompt keys.
-      cfg: a :class:`jaxrl_reason.rollout.SamplingConfig`.
-      mesh: the device mesh. On several hosts every host must pass the same prompts.
-      rules: logical -> mesh axis rules.
-
-    Returns:
-      A :class:`jaxrl_reason.rollout.Rollout` (``B * n`` rows); XLA picks the layout of its
-      device arrays (``np.asarray`` gathers them).
-    """
-    from jaxrl_reason.rollout import sample
-
-    shard_model(model, mesh, rules)
-    rows = batch_sharding(mesh, rules, batch_size=int(np.shape(prompt_tokens)[0]))
-    # Every process holds the same prompts, so a device_put onto the global sharding is
-    # consistent across hosts (each keeps its own rows).
-    return sample(
-        model, prompt_tokens, prompt_mask, key, cfg, place=lambda x: jax.device_put(x, rows)
-    )

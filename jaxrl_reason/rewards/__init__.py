@@ -26,10 +26,12 @@ _EXPORTS = {
     "kimi_length_reward": "shaping",
     "length_penalty": "shaping",
     "overlong_penalty": "shaping",
-    # mix.py
-    "RewardInputs": "mix",
-    "RewardMixer": "mix",
-    "mix_rewards": "mix",
+    # registry.py (components.py registers the built-in components)
+    "RewardContext": "registry",
+    "compute_rewards": "registry",
+    "get_reward": "registry",
+    "register_reward": "registry",
+    "reward_names": "registry",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,6 +6,7 @@ from jaxrl_reason.rollout.sampler import (
     bucket_length,
     left_pad,
     sample,
+    sample_on_mesh,
     sample_token,
     trace_count,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "bucket_length",
     "left_pad",
     "sample",
+    "sample_on_mesh",
     "sample_token",
     "trace_count",
 ]

@@ -556,7 +556,7 @@ def sample(
       cfg: :class:`SamplingConfig`.
       place: optional function applied to each ``[B, ...]`` input of the compiled program
         (bucketed prompts, mask, per-prompt keys) before the call, e.g. a ``device_put`` onto
-        a row-sharded layout (:func:`jaxrl_reason.parallel.train_step.sample_on_mesh`).
+        a row-sharded layout (:func:`sample_on_mesh`).
 
     Returns:
       A :class:`Rollout` with ``B * n`` rows (prompt ``b``'s samples at rows ``b*n .. b*n+n-1``).
@@ -619,4 +619,47 @@ def sample(
         finish_reason=finish,
         group_ids=group_ids,
         lengths=lengths,
+    )
+
+
+def sample_on_mesh(
+    model: nnx.Module,
+    prompt_tokens: Any,
+    prompt_mask: Any,
+    key: jax.Array,
+    cfg: Any,
+    mesh: Any,
+    rules: Any = None,
+):
+    """`sample` with sharded weights and a batch split over devices.
+
+    The model's variables are placed by their logical names (FSDP / tensor parallel, as in
+    training); the left-padded prompts, their masks and the per-prompt PRNG keys are split by
+    rows over the ``batch`` rule's axes (``("data", "fsdp")``), dropping axes that do not
+    divide the number of prompts. The compiled sampler is the same program as on one device:
+    XLA propagates the row split into the KV cache and the decode loop, and each row's tokens
+    are the same as on one device (same per-row keys; see the sampler's docstring).
+
+    Args:
+      model: a ``jaxrl_reason.models.Transformer`` (sharded in place).
+      prompt_tokens: int32 ``[B, P]`` left-padded; ``prompt_mask`` bool ``[B, P]``.
+      key: one PRNG key or ``B`` per-prompt keys.
+      cfg: a :class:`SamplingConfig`.
+      mesh: the device mesh. On several hosts every host must pass the same prompts.
+      rules: logical -> mesh axis rules.
+
+    Returns:
+      A :class:`Rollout` (``B * n`` rows); XLA picks the layout of its
+      device arrays (``np.asarray`` gathers them).
+    """
+    from jaxrl_reason.parallel.sharding import DEFAULT_RULES
+    from jaxrl_reason.parallel.train_step import batch_sharding, shard_model
+
+    rules = DEFAULT_RULES if rules is None else rules
+    shard_model(model, mesh, rules)
+    rows = batch_sharding(mesh, rules, batch_size=int(np.shape(prompt_tokens)[0]))
+    # Every process holds the same prompts, so a device_put onto the global sharding is
+    # consistent across hosts (each keeps its own rows).
+    return sample(
+        model, prompt_tokens, prompt_mask, key, cfg, place=lambda x: jax.device_put(x, rows)
     )

@@ -352,12 +352,14 @@ def to_json_dict(config) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class LaunchArgs:
-    """Parsed launcher flags: ``--config PATH --workdir DIR [--resume] [--config.x=y ...]``."""
+    """Parsed launcher flags: ``--config PATH --workdir DIR [--resume] [--print-config]
+    [--config.x=y ...]`` (``--workdir`` may be omitted with ``--print-config``)."""
 
     config: str
-    workdir: str
+    workdir: str | None
     resume: bool
     overrides: tuple[str, ...]
+    print_config: bool = False
 
 
 def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
@@ -368,8 +370,13 @@ def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
     """
     parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False)
     parser.add_argument("--config", required=True, help="Python config file (get_config())")
-    parser.add_argument("--workdir", required=True, help="run directory (logs, checkpoints)")
+    parser.add_argument("--workdir", help="run directory (logs, checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue from the last save")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="validate, print the resolved config as JSON and exit (loads no model)",
+    )
     args, rest = parser.parse_known_args(list(argv))
     overrides, unknown = [], []
     i = 0
@@ -385,7 +392,11 @@ def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
         i += 1
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides: --config.KEY=VALUE)")
-    return LaunchArgs(args.config, args.workdir, args.resume, tuple(overrides))
+    if args.workdir is None and not args.print_config:
+        parser.error("the following arguments are required: --workdir")
+    return LaunchArgs(
+        args.config, args.workdir, args.resume, tuple(overrides), bool(args.print_config)
+    )
 
 
 @register_validator
@@ -443,3 +454,123 @@ def eval_kwargs_from_config(config: Any) -> dict[str, Any]:
     if kw["max_new_tokens"] < 1:
         raise ConfigError(f"eval.max_new_tokens / rollout.max_new_tokens={max_new}: must be >= 1")
     return kw
+
+
+def available_fields(config) -> dict[str, str]:
+    """The optional ``Trajectories`` fields a config's run fills, each with who fills it.
+
+    Sources: the rollout strategy's ``supplies``; reward components with a non-zero weight
+    or named by ``reward.step_scorer``; the trainer (``ref_logprobs`` always, ``values`` with
+    ``algo.value_head``). Unknown strategies / components contribute nothing here (their own
+    validators name them).
+    """
+    from jaxrl_reason.rewards.registry import get_reward
+    from jaxrl_reason.rollout import strategies
+
+    out = {"ref_logprobs": "the trainer's reference policy"}
+    if _has(config, "algo.value_head") and config.algo.value_head:
+        out["values"] = "algo.value_head=True"
+    name = config.rollout.get("strategy", "group") if "rollout" in config else "group"
+    if name in strategies.strategy_names():
+        for f in strategies.get_strategy(name).supplies:
+            out[f] = f"rollout.strategy={name!r}"
+        if "parent" in strategies.get_strategy(name).supplies:
+            out["leaf_reward"] = f"rollout.strategy={name!r} (scored leaves)"
+    if "reward" in config:
+        comps = [k for k, w in config.reward.get("weights", {}).items() if w]
+        if config.reward.get("step_scorer", ""):
+            comps.append(config.reward.step_scorer)
+        for c in comps:
+            try:
+                for f in get_reward(c).supplies:
+                    out[f] = f"reward component {c!r}"
+            except ValueError:
+                pass
+    return out
+
+
+@register_validator
+def _check_estimator_inputs(config, num_devices):
+    """The estimator exists and the run fills every input it declares (before any load)."""
+    if not _has(config, "algo.estimator"):
+        return
+    from jaxrl_reason import credit
+    from jaxrl_reason.rollout import strategies
+    from jaxrl_reason.rollout.trajectories import FIELD_SOURCES, REQUIRED_FIELDS
+
+    est = config.algo.estimator
+    if est not in credit.names():
+        raise ConfigError(
+            f"algo.estimator={est!r} is not a registered estimator; valid: "
+            f"{', '.join(credit.names())}"
+        )
+    strategy = config.rollout.get("strategy", "group") if "rollout" in config else "group"
+    known = strategy in strategies.strategy_names()
+    have = available_fields(config)
+    for field in credit.inputs(est).values():
+        if field in REQUIRED_FIELDS or field in have:
+            continue
+        where = (
+            f"the configured rollout.strategy={strategy!r} is not a registered strategy "
+            f"(available: {', '.join(strategies.strategy_names())})"
+            if not known
+            else f"the configured rollout.strategy={strategy!r} and reward components do not "
+            "supply it"
+        )
+        raise ConfigError(
+            f"algo.estimator={est!r} needs the input {field!r}, supplied by "
+            f"{FIELD_SOURCES.get(field, 'a rollout strategy')}; {where}"
+        )
+    if not known:
+        raise ConfigError(
+            f"rollout.strategy={strategy!r} is not a registered strategy; available: "
+            f"{', '.join(strategies.strategy_names())}"
+        )
+
+
+@register_validator
+def _check_reward_components(config, num_devices):
+    """Reward weights name registered components; the step scorer fills step fields and its
+    task has what it needs (``oracle_steps`` needs oracle step labels)."""
+    if "reward" not in config:
+        return
+    from jaxrl_reason.rewards.registry import get_reward, reward_names
+
+    names = set(reward_names())
+    for k in config.reward.get("weights", {}).keys():
+        if k not in names:
+            raise ConfigError(
+                f"reward.weights.{k}: no reward component {k!r}; registered: "
+                f"{', '.join(sorted(names))}"
+            )
+    scorer = config.reward.get("step_scorer", "")
+    if scorer:
+        if scorer not in names or not get_reward(scorer).supplies:
+            step_scorers = sorted(n for n in names if get_reward(n).supplies)
+            raise ConfigError(
+                f"reward.step_scorer={scorer!r}: use '' or a step scorer: {', '.join(step_scorers)}"
+            )
+    uses_oracle = scorer == "oracle_steps" or config.reward.weights.get("oracle_steps", 0)
+    if uses_oracle and _has(config, "task.name"):
+        from jaxrl_reason.data import TASKS
+
+        cls = TASKS.get(config.task.name)
+        if cls is not None and not hasattr(cls, "step_labels"):
+            raise ConfigError(
+                f"reward component 'oracle_steps' needs a task with oracle step labels; "
+                f"task.name={config.task.name!r} has none (use task.name='arith_chain')"
+            )
+
+
+@register_validator
+def _check_steps(config, num_devices):
+    """``rollout.step_rule`` is a known rule and ``rollout.max_steps >= 1``."""
+    if "rollout" not in config:
+        return
+    from jaxrl_reason.rollout.steps import RESPONSE_RULES
+
+    rule = config.rollout.get("step_rule", "auto")
+    if rule not in RESPONSE_RULES:
+        raise ConfigError(f"rollout.step_rule={rule!r}: use one of {', '.join(RESPONSE_RULES)}")
+    if int(config.rollout.get("max_steps", 8)) < 1:
+        raise ConfigError(f"rollout.max_steps={config.rollout.max_steps}: must be >= 1")

@@ -1,16 +1,19 @@
-"""The RL loop: rollout -> rewards -> advantages -> updates, with evaluation and checkpoints.
+"""The RL loop: a :class:`Trainer` that orchestrates the four phases of
+:mod:`jaxrl_reason.train.phases`, with evaluation, checkpoints and export.
 
 One iteration (``Trainer.train_step``)::
 
-    prompts   = next(data)                                   host: task examples
-    rollout   = rollout.sample(policy, prompts, n=G)         device: jit sampler
-    rewards   = RewardMixer(decoded responses)               host: verifiers (time-limited)
-    adv, ret  = credit.get(config.algo.estimator)(...)       device: jit
-    for epoch, mini-batch: params = update(params, batch)    device: jit, donated
+    examples      = next(data)                                     host: task examples
+    traj          = phases.collect(strategy, policy, examples)     device: rollout strategy
+    traj, scored  = phases.score(traj, examples, scorer)           host: verifiers, rewards
+    traj          = + ref_logprobs / values when needed            device: jit forwards
+    traj          = phases.assign_credit(credit_fn, traj, bonus)   device: estimator by name
+    for epoch, mini-batch: state = update(state, batch)            device: jit, donated
 
 Everything that makes a step's numbers (the PRNG key, the data position, the optimiser state,
-the reward tracker) is a function of the step index and the checkpointed state, so a resumed
-run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``).
+the reward state) is a function of the step index and the checkpointed state, so a resumed
+run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``). The KL
+reference is the policy as built from ``config.model``, never the restored weights.
 """
 
 from __future__ import annotations
@@ -31,28 +34,13 @@ from flax import nnx
 from jaxrl_reason import credit, kernels
 from jaxrl_reason.data.build import build_task
 from jaxrl_reason.models.build import build_model
-from jaxrl_reason.rollout.chat import chat_prompt_ids, decode_responses, stop_token_ids
-from jaxrl_reason.train import rewarding
+from jaxrl_reason.rollout.trajectories import Trajectories
+from jaxrl_reason.train import phases
+from jaxrl_reason.train import state as state_lib
 from jaxrl_reason.train import step as step_lib
 from jaxrl_reason.train.step import loss_config
 
 Array = jax.Array
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer.
-
-
-def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
-    """Places each sequence's scalar reward on its last response token (verl's layout).
-
-    ``rewards float[B]``, ``lengths int[B]`` -> ``float32[B, width]``; empty responses get
-    nothing (their mask is empty anyway).
-    """
-    out = np.zeros((len(rewards), width), np.float32)
-    rows = np.nonzero(lengths > 0)[0]
-    out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
-    return out
 
 
 @dataclasses.dataclass
@@ -62,6 +50,24 @@ class StepTimes:
     rollout_s: float = 0.0
     reward_s: float = 0.0
     train_s: float = 0.0
+
+
+def reward_settings(config: Any) -> dict[str, Any]:
+    """The settings reward components read (``reward.*`` besides weights, ``explore.*``)."""
+    r = config.reward
+    out = {k: r[k] for k in r.keys() if k not in ("weights", "step_scorer")}
+    if "explore" in config:
+        out["explore"] = dict(config.explore)
+    return out
+
+
+def needs_reference(config: Any) -> bool:
+    """Whether the run keeps a frozen reference policy: a KL term, or an estimator that reads
+    ``ref_logprobs`` (PRIME's implicit process reward)."""
+    est = config.algo.estimator
+    return float(config.loss.get("kl_coef", 0.0)) > 0 or "ref_logprobs" in (
+        set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values())
+    )
 
 
 class Trainer:
@@ -74,10 +80,13 @@ class Trainer:
     """
 
     def __init__(self, config: Any, workdir: str, *, resume: bool = False):
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from jaxrl_reason import parallel
         from jaxrl_reason.data.iterator import DataIterator
-        from jaxrl_reason.rewards.mix import RewardMixer
+        from jaxrl_reason.parallel import train_step as pts
+        from jaxrl_reason.rollout import strategies
         from jaxrl_reason.train.checkpoint import Checkpointer
-        from jaxrl_reason.train.optim import build_optimizer
 
         self.config = config
         self.workdir = workdir
@@ -86,54 +95,48 @@ class Trainer:
         self.train_task = build_task(config.task, "train")
         self.eval_task = build_task(config.task, "test")
         self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
-        weights = {k: float(v) for k, v in config.reward.weights.items() if v}
-        self.rewarder = RewardMixer(
-            weights,
-            fmt=config.task.get("verify_format", "auto"),
-            overlong_buffer=config.reward.get("overlong_buffer", 16),
-        )
         self.loss_cfg = loss_config(config, self.model.config.num_layers)
-        self.extra_names = [n for n in weights if n in rewarding.EXTRA_COMPONENTS]
-        self.explore_cfg = rewarding.exploration_config(config) if "explore" in weights else None
-        self.history = self.explore_cfg.make_history() if self.explore_cfg else None
-        self.use_value_head = bool(config.algo.get("value_head", False))
-        value_head = (
-            step_lib.init_value_head(self.model.config.hidden_size) if self.use_value_head else None
-        )
-        rollouts = config.rollout.batch_prompts * config.rollout.n_samples
-        mini = config.train.mini_batch_size
-        self.updates_per_step = config.train.ppo_epochs * (rollouts // mini)
-        optim_cfg = dict(config.optim)
-        if value_head is not None and optim_cfg.get("trainable", "all") != "all":
-            # The optimiser sees (policy params, value head): paths "0/..." and "1/...". A
-            # trainable subset of the policy must never freeze the (fresh) value head.
-            for key in ("also_train_regex", "trainable_regex"):  # last_k mode / regex mode
-                extra = optim_cfg.get(key, "")
-                optim_cfg[key] = f"{extra}|^1/" if extra else "^1/"
-        self.optimizer = build_optimizer(
-            optim_cfg,
-            (params, value_head),
-            total_steps=max(config.total_steps * self.updates_per_step, 1),
-        )
+        value_head = state_lib.init_value_head_for(config, self.model.config.hidden_size)
+        self.use_value_head = value_head is not None
+        self.updates_per_step = state_lib.updates_per_step(config)
+        self.optimizer = state_lib.build_optimizer_for(config, params, value_head)
         # One device mesh (data, fsdp, tensor) from config.mesh; parameters are placed by their
         # logical axis names and the optimiser state is built eagerly on them (so Adam moments
         # follow their parameter's sharding). A single device is the 1x1x1 mesh.
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        from jaxrl_reason import parallel
-        from jaxrl_reason.parallel import train_step as pts
-
         self.mesh = parallel.make_mesh(config.mesh)
         self.state, self.shardings = pts.shard_train_state(
             params, value_head, self.optimizer.tx, self.mesh
         )
         self.rest = jax.device_put(self.rest, NamedSharding(self.mesh, PartitionSpec()))
         self._batch_spec = pts.batch_sharding(self.mesh).spec
+        # The reference policy is the model as configured, copied before any restore (the
+        # train state's buffers are donated at every update, and a resumed run must keep the
+        # run's original reference, not its latest weights).
+        self.ref_params = (
+            jax.tree.map(jnp.copy, self.state["params"]) if needs_reference(config) else None
+        )
         self.step = 0
         self.ckpt = Checkpointer(
             os.path.join(workdir, "checkpoints"),
             save_every=config.checkpoint_every,
             max_to_keep=config.get("max_checkpoints", 3),
+        )
+        weights = {k: float(v) for k, v in config.reward.weights.items()}
+        scorer_name = config.reward.get("step_scorer", "")
+        self.scorer = phases.Scorer(
+            tokenizer=self.tokenizer,
+            task=self.train_task,
+            weights=weights,
+            settings=reward_settings(config),
+            max_len=int(config.rollout.max_new_tokens),
+            max_steps=int(config.rollout.get("max_steps", 8)),
+            also=(scorer_name,) if scorer_name else (),
+            placement={
+                n: config.explore.get("placement", "advantage")
+                for n in ("explore", "batch_penalty")
+                if "explore" in config
+            },
+            self_certainty_fn=self._self_certainty,
         )
         if resume:
             restored = self.ckpt.restore_latest(self.state)
@@ -141,17 +144,26 @@ class Trainer:
                 self.state = restored.state
                 self.step = int(restored.step)
                 self.data.restore(restored.metadata["data"])
-                if self.history is not None and "answer_history" in restored.metadata:
+                if "answer_history" in restored.metadata:
                     from jaxrl_reason.rewards.exploration import AnswerHistory
 
-                    self.history = AnswerHistory.from_state_dict(
+                    self.scorer.state["answer_history"] = AnswerHistory.from_state_dict(
                         restored.metadata["answer_history"]
                     )
-        # A frozen copy (the train state's buffers are donated at every update).
-        self.ref_params = (
-            jax.tree.map(jnp.copy, self.state["params"]) if self.loss_cfg.kl_coef > 0 else None
+        self.strategy = strategies.get_strategy(config.rollout.get("strategy", "group"))(
+            strategies.RolloutSettings(
+                tokenizer=self.tokenizer,
+                task=self.train_task,
+                sampling=strategies.sampling_config(config.rollout, self.tokenizer),
+                step_rule=config.rollout.get("step_rule", "auto"),
+                max_steps=int(config.rollout.get("max_steps", 8)),
+                sample_fn=self._sample_fn(),
+            )
         )
-        num_micro = mini // config.train.micro_batch_size
+        self.credit_fn = phases.make_credit_fn(
+            config.algo.estimator, dict(config.algo.get("estimator_kwargs", {}))
+        )
+        num_micro = config.train.mini_batch_size // config.train.micro_batch_size
         update = step_lib.make_update_fn(
             self.graphdef,
             self.optimizer.tx,
@@ -160,7 +172,6 @@ class Trainer:
             with_value_head=self.use_value_head,
         )
         self._update = pts.jit_sharded_update(update, self.mesh, self.shardings)
-        self._estimator = credit.get(config.algo.estimator)
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -173,43 +184,27 @@ class Trainer:
         base = jax.random.key(self.config.seed)
         return jax.random.fold_in(jax.random.fold_in(base, step), stream)
 
-    def sample(self, examples, key, *, n: int, temperature: float, greedy: bool = False):
-        """Rollout of ``examples`` with ``n`` samples each (see :mod:`jaxrl_reason.rollout`)."""
-        from jaxrl_reason.rollout import SamplingConfig, left_pad, sample
+    def _sample_fn(self):
+        from jaxrl_reason.rollout import sample, sample_on_mesh
 
-        ids = chat_prompt_ids(self.tokenizer, self.train_task, examples)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        tokens, mask = left_pad(ids, pad)
-        cfg = SamplingConfig(
-            max_new_tokens=self.config.rollout.max_new_tokens,
-            temperature=temperature,
-            top_k=self.config.rollout.get("top_k", 0),
-            top_p=self.config.rollout.get("top_p", 1.0),
-            greedy=greedy,
-            n=n,
-            stop_token_ids=tuple(self.stop_ids()),
-            prompt_bucket=self.config.rollout.get("prompt_bucket", 16),
-        )
         if self.mesh.size == 1:
-            return sample(self.policy(), tokens, mask, key, cfg)
-        from jaxrl_reason.parallel.train_step import sample_on_mesh
-
-        return sample_on_mesh(self.policy(), tokens, mask, key, cfg, self.mesh)
+            return sample
+        return functools.partial(sample_on_mesh, mesh=self.mesh)
 
     def stop_ids(self) -> list[int]:
         """Token ids that end a response (:func:`jaxrl_reason.rollout.chat.stop_token_ids`)."""
+        from jaxrl_reason.rollout.chat import stop_token_ids
+
         return list(stop_token_ids(self.tokenizer))
 
-    @functools.cached_property
-    def _advantage_fn(self):
-        kw = dict(self.config.algo.get("estimator_kwargs", {}))
-
-        def fn(token_rewards, mask, group_ids, values):
-            if self.config.algo.estimator == "gae":
-                return self._estimator(token_rewards, mask, group_ids, values=values, **kw)
-            return self._estimator(token_rewards, mask, group_ids, **kw)
-
-        return jax.jit(fn)
+    @staticmethod
+    def _model_batch(traj: Trajectories) -> dict[str, np.ndarray]:
+        return {
+            "prompt_tokens": np.asarray(traj.prompt_tokens, np.int32),
+            "prompt_mask": np.asarray(traj.prompt_mask, bool),
+            "response": np.asarray(traj.tokens, np.int32),
+            "response_mask": np.asarray(traj.loss_mask, np.float32),
+        }
 
     @functools.cached_property
     def _values_fn(self):
@@ -251,6 +246,12 @@ class Trainer:
 
         return jax.jit(fn)
 
+    def _self_certainty(self, traj: Trajectories) -> np.ndarray:
+        """Mean self-certainty of each row under the current policy, ``float32[B]``."""
+        return np.asarray(
+            self._self_certainty_fn(self.state["params"], self.rest, self._model_batch(traj))
+        )
+
     def _host_rows(self, mb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This host's contiguous share of a mini-batch's rows (multi-host runs)."""
         n, i = jax.process_count(), jax.process_index()
@@ -265,101 +266,61 @@ class Trainer:
     # -- one RL step ---------------------------------------------------------------------------
 
     def train_step(self) -> dict[str, float]:
-        """Runs one rollout + update iteration and returns its metrics (host floats)."""
-        cfg = self.config
+        """Runs one collect -> score -> credit -> update iteration; returns its metrics."""
         times = StepTimes()
         step = self.step
         t0 = time.perf_counter()
         examples = next(self.data)
-        ro = self.sample(
-            examples,
-            self.step_key(step),
-            n=cfg.rollout.n_samples,
-            temperature=cfg.rollout.temperature,
-        )
-        ro = jax.tree.map(np.asarray, ro)
+        traj = phases.collect(self.strategy, self.policy(), examples, self.step_key(step))
         times.rollout_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        from jaxrl_reason.rewards.mix import RewardInputs
-
-        texts = decode_responses(self.tokenizer, ro.tokens, ro.lengths)
-        row_examples = [examples[g] for g in ro.group_ids]
-        answers = [e.answer for e in row_examples]
-        # The verifier's outcome is always measured (the accuracy metric, the exploration
-        # gate); it enters the reward only if ``reward.weights`` names ``correct``.
-        correct = self.train_task.verify_batch(texts, row_examples)
-        extra = {"correct": correct}
-        # Canonical final answers: exploration / label-free rewards and the diversity metric.
-        keys = rewarding.answer_keys(texts)
-        if self.extra_names:
-            sc = None
-            if "self_certainty" in self.extra_names:
-                sc = np.asarray(
-                    self._self_certainty_fn(
-                        self.state["params"],
-                        self.rest,
-                        {
-                            "prompt_tokens": ro.prompt_tokens,
-                            "prompt_mask": ro.prompt_mask,
-                            "response": ro.tokens,
-                            "response_mask": ro.response_mask.astype(np.float32),
-                        },
-                    )
-                )
-            extra.update(
-                rewarding.extra_components(
-                    self.extra_names,
-                    keys=keys,
-                    prompt_ids=[e.id for e in row_examples],
-                    group_ids=ro.group_ids,
-                    correct=correct,
-                    history=self.history,
-                    explore_cfg=self.explore_cfg,
-                    self_certainty=sc,
-                )
-            )
-        total, comps = self.rewarder(
-            RewardInputs(
-                responses=texts,
-                answers=answers,
-                lengths=ro.lengths,
-                group_ids=ro.group_ids,
-                max_len=cfg.rollout.max_new_tokens,
-            ),
-            extra=extra,
-        )
+        traj, scored = phases.score(traj, examples, self.scorer)
         times.reward_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        mask = ro.response_mask.astype(np.float32)
-        batch = {
-            "prompt_tokens": ro.prompt_tokens.astype(np.int32),
-            "prompt_mask": ro.prompt_mask.astype(bool),
-            "response": ro.tokens.astype(np.int32),
-            "response_mask": mask,
-            "old_logprobs": ro.logprobs.astype(np.float32),
-        }
-        token_rewards = outcome_token_rewards(total, ro.lengths, ro.tokens.shape[1])
-        values = None
-        if self.use_value_head:
-            values = self._values_fn(
-                self.state["params"], self.rest, self.state["value_head"], batch
-            )
-            batch["old_values"] = np.asarray(values)
-        adv, ret = self._advantage_fn(token_rewards, mask, ro.group_ids.astype(np.int32), values)
-        batch["advantages"] = np.asarray(adv)
-        batch["returns"] = np.asarray(ret)
+        batch = self._model_batch(traj)
         if self.ref_params is not None:
-            batch["ref_logprobs"] = np.asarray(
-                self._ref_logprobs_fn(self.ref_params, self.rest, batch)
+            traj = traj.replace(
+                ref_logprobs=np.asarray(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
             )
+        if self.use_value_head:
+            traj = traj.replace(
+                values=np.asarray(
+                    self._values_fn(
+                        self.state["params"], self.rest, self.state["value_head"], batch
+                    )
+                )
+            )
+        traj = phases.assign_credit(self.credit_fn, traj, scored.bonus)
+        self.last_trajectories = traj
+        metrics_acc = self._update_phase(traj, step)
+        times.train_s = time.perf_counter() - t0
+        out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
+        self._last_samples = [
+            {
+                "prompt": ex.prompt,
+                "response": t,
+                "reward": float(r),
+                "answer": ex.answer,
+            }
+            for ex, t, r in list(
+                zip(scored.examples, scored.texts, np.asarray(traj.reward), strict=True)
+            )[:4]
+        ]
+        self.step = step + 1
+        return out
+
+    def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
+        """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,
+        donated, sharded update; returns the per-update metrics (host floats)."""
         from jax.sharding import NamedSharding
 
         from jaxrl_reason.parallel import global_batch
 
+        cfg = self.config
         metrics_acc: list[dict[str, Array]] = []
-        n_rows = mask.shape[0]
+        n_rows = traj.batch_size
         mini = cfg.train.mini_batch_size
         perm_key = np.random.default_rng([cfg.seed, step, 1])
         for _ in range(cfg.train.ppo_epochs):
@@ -369,8 +330,7 @@ class Trainer:
                 else np.arange(n_rows)
             )
             for start in range(0, n_rows, mini):
-                idx = order[start : start + mini]
-                mb = {k: v[idx] for k, v in batch.items()}
+                mb = phases.update_batch(traj, order[start : start + mini])
                 if jax.process_count() == 1:
                     mb = jax.device_put(mb, NamedSharding(self.mesh, self._batch_spec))
                 else:  # each host passes its own rows of the global mini-batch
@@ -380,9 +340,10 @@ class Trainer:
                 )
                 self.state = {"params": params, "value_head": vh, "opt_state": opt}
                 metrics_acc.append(m)
-        metrics_acc = jax.device_get(metrics_acc)
-        times.train_s = time.perf_counter() - t0
+        return jax.device_get(metrics_acc)
 
+    def _step_metrics(self, traj, scored, metrics_acc, times, step, examples) -> dict[str, float]:
+        from jaxrl_reason.eval import distinct_answers
         from jaxrl_reason.train.optim import nonfinite_stats
 
         out: dict[str, float] = {}
@@ -394,45 +355,47 @@ class Trainer:
                 for k, v in jax.device_get(nonfinite_stats(self.state["opt_state"])).items()
             }
         )
+        mask = np.asarray(traj.loss_mask)
         n_tokens = float(mask.sum())
+        total = np.asarray(traj.reward)
+        lengths = np.asarray(traj.lengths)
+        step_s = times.rollout_s + times.reward_s + times.train_s
         out.update(
             {
                 "step": step + 1,
                 "reward/mean": float(np.mean(total)),
                 "reward/std": float(np.std(total)),
-                "accuracy": float(np.mean(correct)),
+                "accuracy": float(np.mean(scored.correct)),
                 "kl": out.get("actor/kl", 0.0),
                 "entropy": out.get("actor/entropy", 0.0),
-                "response_length/mean": float(np.mean(ro.lengths)),
-                "response_length/clip_ratio": float(np.mean(ro.finish_reason == 1)),
-                "advantage/abs_mean": float(np.abs(batch["advantages"]).sum() / max(n_tokens, 1)),
+                "response_length/mean": float(np.mean(lengths)),
+                "response_length/clip_ratio": float(np.mean(np.asarray(traj.finish_reason) == 1)),
+                "response_steps/mean": float(np.mean(np.asarray(traj.segment_id).max(-1) + 1)),
+                "advantage/abs_mean": float(
+                    np.abs(np.asarray(traj.advantages)).sum() / max(n_tokens, 1)
+                ),
                 "optim/learning_rate": float(
                     self.optimizer.schedule((step + 1) * self.updates_per_step - 1)
                 ),
                 "time/rollout_s": times.rollout_s,
                 "time/reward_s": times.reward_s,
                 "time/train_s": times.train_s,
-                "time/step_s": times.rollout_s + times.reward_s + times.train_s,
-                "throughput/tokens_per_s": n_tokens
-                / max(times.rollout_s + times.reward_s + times.train_s, 1e-9),
+                "time/step_s": step_s,
+                "throughput/tokens_per_s": n_tokens / max(step_s, 1e-9),
             }
         )
-        for name, v in comps.items():
+        if np.any(scored.bonus):
+            out["reward/advantage_bonus"] = float(np.mean(scored.bonus))
+        for name, v in scored.components.items():
             out[f"reward/{name}"] = float(np.mean(v))
-        from jaxrl_reason.eval import distinct_answers
-
+        gids = np.asarray(traj.group_id)
         per_group = [
-            [k for k, g in zip(keys, ro.group_ids, strict=True) if g == j]
+            [k for k, g in zip(scored.keys, gids, strict=True) if g == j]
             for j in range(len(examples))
         ]
         out["distinct_answers"] = float(
             np.mean([distinct_answers(a, exclude=("<none>",)) for a in per_group])
         )
-        self._last_samples = [
-            {"prompt": examples[g].prompt, "response": t, "reward": float(r), "answer": a}
-            for g, t, r, a in list(zip(ro.group_ids, texts, total, answers, strict=True))[:4]
-        ]
-        self.step = step + 1
         return out
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -463,8 +426,9 @@ class Trainer:
     def checkpoint_metadata(self) -> dict[str, Any]:
         """JSON state saved beside the arrays: data position and the answer history."""
         meta: dict[str, Any] = {"data": self.data.state(), "step": self.step}
-        if self.history is not None:
-            meta["answer_history"] = self.history.state_dict()
+        history = self.scorer.state.get("answer_history")
+        if history is not None:
+            meta["answer_history"] = history.state_dict()
         return meta
 
     def export(self, path: str | None = None) -> str:

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from jaxrl_reason import credit
-from jaxrl_reason.credit import mc, steps
+from jaxrl_reason.credit import mc
 from jaxrl_reason.credit.segments import masked_whiten
+from jaxrl_reason.rollout import steps
 
 
 class MCStepAdvantagesTest(chex.TestCase):

@@ -136,6 +136,39 @@ def test_checkpoint_latest_loads_the_trained_params(tmp_path):
     assert any(jax.tree.leaves(moved))
 
 
+def test_ppo_run_with_a_value_head_beside_last_k_layers_restores(tmp_path):
+    """The train-state layout has one owner (``train.state``): a PPO run whose value head
+    trains beside the last layer restores for evaluation with the trained policy."""
+    from experiments import train as train_cli
+    from jaxrl_reason.train.config import load_config
+    from jaxrl_reason.train.loop import Trainer
+
+    run = str(tmp_path / "ppo")
+    overrides = [
+        "--config.total_steps=1",
+        "--config.eval_every=0",
+        "--config.algo.estimator=gae",
+        "--config.algo.value_head=True",
+        "--config.optim.trainable=last_k",
+        "--config.optim.last_k=1",
+        "--config.reward.weights.length=1.0",
+    ]
+    assert train_cli.main(["--config", CONFIG, "--workdir", run, *overrides]) == 0
+    config = load_config(CONFIG, overrides)
+    model, _, info = eval_cli.load_policy(config, "latest", run)
+    assert info["step"] == 1
+    trainer = Trainer(config, run, resume=True)
+    try:
+        saved = trainer.state["params"]
+        assert float(np.abs(jax.device_get(trainer.state["value_head"]["w"])).sum()) > 0
+    finally:
+        trainer.ckpt.close()
+    from flax import nnx
+
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(model, nnx.Param), saved)
+    assert all(jax.tree.leaves(same))
+
+
 def test_checkpoint_from_another_model_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     os.makedirs(run / "checkpoints" / "3")

@@ -31,8 +31,8 @@ from experiments.configs import tiny_debug  # noqa: E402
 from jaxrl_reason import credit, parallel  # noqa: E402
 from jaxrl_reason.models import ModelConfig, Transformer  # noqa: E402
 from jaxrl_reason.parallel import train_step as pts  # noqa: E402
-from jaxrl_reason.rollout import SamplingConfig, sample  # noqa: E402
-from jaxrl_reason.train import loop, step  # noqa: E402
+from jaxrl_reason.rollout import SamplingConfig, sample, sample_on_mesh  # noqa: E402
+from jaxrl_reason.train import phases, step  # noqa: E402
 from jaxrl_reason.train.checkpoint import Checkpointer  # noqa: E402
 from jaxrl_reason.train.optim import build_optimizer  # noqa: E402
 
@@ -88,7 +88,7 @@ def make_batch(graphdef, params, rest, loss_cfg):
     )
     rewards = rng.integers(0, 2, B).astype(np.float32)
     rewards[:G] = [1, 0, 0, 1]  # at least one mixed group
-    token_rewards = loop.outcome_token_rewards(rewards, rlen, R)
+    token_rewards = phases.outcome_token_rewards(rewards, rlen, R)
     group_ids = np.repeat(np.arange(B // G), G).astype(np.int32)
     adv, ret = credit.get("grpo")(token_rewards, response_mask, group_ids)
     batch["advantages"] = np.asarray(adv, np.float32)
@@ -226,7 +226,7 @@ def check_sampler(results, names):
     for name in names:
         mesh = parallel.make_mesh(MESHES[name])
         model, _, _, _ = new_params()
-        ro = pts.sample_on_mesh(model, tokens, mask, key, cfg, mesh)
+        ro = sample_on_mesh(model, tokens, mask, key, cfg, mesh)
         q = model.layers["q_proj"][...]
         tok_spec = ro.tokens.sharding.spec
         same = np.array_equal(np.asarray(ro.tokens), np.asarray(ref.tokens))

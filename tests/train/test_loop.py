@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from jaxrl_reason.train import rewarding
 from jaxrl_reason.train.config import ConfigError, load_config
-from jaxrl_reason.train.loop import outcome_token_rewards, run_experiment
+from jaxrl_reason.train.loop import run_experiment
+from jaxrl_reason.train.phases import outcome_token_rewards
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs")
 
@@ -16,33 +16,6 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "co
 def test_outcome_token_rewards_on_last_token():
     r = outcome_token_rewards(np.array([1.0, 0.5, 2.0]), np.array([3, 1, 0]), 4)
     np.testing.assert_array_equal(r, [[0, 0, 1.0, 0], [0.5, 0, 0, 0], [0, 0, 0, 0]])
-
-
-def test_extra_components_hand_values():
-    # One group of 4: answers 5, 5, 7, none.
-    keys = ["5", "5", "7", "<none>"]
-    gids = np.zeros(4, np.int32)
-    out = rewarding.extra_components(
-        ["batch_penalty", "ttrl"], keys=keys, prompt_ids=["p"] * 4, group_ids=gids, correct=None
-    )
-    # -(#same in group - 1) / G, G = 4.
-    np.testing.assert_allclose(out["batch_penalty"], [-0.25, -0.25, 0.0, 0.0])
-    # Majority answer "5": agreement 1 for the two 5s.
-    np.testing.assert_allclose(out["ttrl"], [1.0, 1.0, 0.0, 0.0])
-    cfg = load_config(os.path.join(CONFIGS, "smollm2_arith_grpo_explore.py"))
-    ecfg = rewarding.exploration_config(cfg)
-    hist = ecfg.make_history()
-    b = rewarding.extra_components(
-        ["explore"],
-        keys=keys,
-        prompt_ids=["p"] * 4,
-        group_ids=gids,
-        correct=None,
-        history=hist,
-        explore_cfg=ecfg,
-    )["explore"]
-    # UCB-Con with counts including the batch: min(1, sqrt(1/N)) - b0.
-    np.testing.assert_allclose(b, [np.sqrt(0.5) - 0.5, np.sqrt(0.5) - 0.5, 0.5, 0.5], rtol=1e-6)
 
 
 def test_bad_config_fails_before_compiling():

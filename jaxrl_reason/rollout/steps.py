@@ -24,7 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "RESPONSE_RULES",
     "RULES",
+    "response_segment_ids",
+    "token_offsets",
     "pad_segment_ids",
     "segment_ids",
     "fixed_segment_ids",
@@ -36,6 +39,10 @@ __all__ = [
 ]
 
 RULES = ("double_newline", "newline", "vineppo", "fixed", "spo_chain")
+#: Rules :func:`response_segment_ids` accepts: the text rules, ``"task"`` (the task's own
+#: ``split_steps``), ``"auto"`` (``"task"`` when the task has one, else ``"double_newline"``)
+#: and ``"none"`` (the whole response is step 0).
+RESPONSE_RULES = ("auto", "task", "none", "double_newline", "newline", "vineppo")
 
 # VinePPO (McGill-NLP/VinePPO src/treetune/tasks/math_extract_steps_inplace.py): math spans
 # that a sentence split must never cut, in the order the official code disguises them.
@@ -267,3 +274,85 @@ def pad_segment_ids(rows: Sequence[np.ndarray], length: int, *, pad: int = -1) -
             raise ValueError(f"pad_segment_ids: row {i} has {len(r)} tokens > length {length}")
         out[i, : len(r)] = r
     return out
+
+
+def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, np.ndarray]:
+    """``(text, offsets int64[L, 2])`` of a generated id sequence: token ``t`` covers
+    ``text[offsets[t, 0]:offsets[t, 1]]`` of the decoded response.
+
+    Sampled ids have no source text, so offsets come from decoding every prefix (one batched
+    call): token ``t`` spans from the end of prefix ``t - 1`` to the end of prefix ``t``.
+    Special tokens (dropped by the decode) and the bytes of a split multi-byte character get
+    empty spans.
+    """
+    ids = [int(i) for i in ids]
+    if not ids:
+        return "", np.zeros((0, 2), np.int64)
+    prefixes = tokenizer.batch_decode(
+        [ids[: k + 1] for k in range(len(ids))], skip_special_tokens=True
+    )
+    text = prefixes[-1]
+    ends = np.minimum([len(p) for p in prefixes], len(text))
+    ends = np.maximum.accumulate(ends)
+    starts = np.concatenate([[0], ends[:-1]])
+    return text, np.stack([starts, ends], axis=1).astype(np.int64)
+
+
+def response_segment_ids(
+    tokenizer,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    rule: str = "auto",
+    task=None,
+    max_steps: int = 8,
+) -> np.ndarray:
+    """Per-token step ids of sampled responses: ``int32[B, R]``, -1 after each response.
+
+    Args:
+      tokenizer: the tokenizer that produced ``tokens``.
+      tokens: int ``[B, R]`` response ids; ``lengths`` int ``[B]`` their lengths.
+      rule: one of :data:`RESPONSE_RULES`. ``"task"`` uses ``task.split_steps(text)``
+        (character spans, e.g. one per computed line of ``arith_chain``).
+      task: the task (for ``"task"`` / ``"auto"``).
+      max_steps: ``S``; ids are clipped to ``S - 1`` (later steps fold into the last).
+
+    Returns:
+      ``int32[B, R]``: step ``k`` of row ``b`` is the tokens with id ``k``; a token belongs to
+      the step whose span holds its first character (:func:`token_segment_ids`).
+    """
+    if rule not in RESPONSE_RULES:
+        raise ValueError(f"rollout.step_rule={rule!r}; valid rules: {', '.join(RESPONSE_RULES)}")
+    has_task_rule = task is not None and hasattr(task, "split_steps")
+    if rule == "auto":
+        rule = "task" if has_task_rule else "double_newline"
+    if rule == "task" and not has_task_rule:
+        raise ValueError(
+            f"rollout.step_rule='task' but task {getattr(task, 'name', task)!r} has no "
+            "split_steps(); use 'double_newline', 'newline' or 'vineppo'"
+        )
+    tokens = np.asarray(tokens)
+    out = np.full(tokens.shape, -1, np.int32)
+    for b, n in enumerate(np.asarray(lengths)):
+        n = int(n)
+        if n == 0:
+            continue
+        if rule == "none":
+            out[b, :n] = 0
+            continue
+        text, offsets = token_offsets(tokenizer, tokens[b, :n])
+        spans = task.split_steps(text) if rule == "task" else split_text(text, rule)
+        spans = _covering(spans, len(text))
+        out[b, :n] = token_segment_ids(spans, offsets)
+    return np.minimum(out, max_steps - 1).astype(np.int32)
+
+
+def _covering(spans: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """Contiguous spans covering ``[0, n)`` whose step ``k`` starts at ``spans[k]``'s start
+    (text before the first span joins step 0; text between spans joins the earlier step)."""
+    starts = sorted({int(a) for a, _ in spans if 0 <= int(a) < max(n, 1)})
+    if not starts:
+        return [(0, n)]
+    starts[0] = 0
+    bounds = starts + [n]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(starts))]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from jaxrl_reason.credit import steps as S
+from jaxrl_reason.rollout import steps as S
 
 
 def _parts(text, rule):

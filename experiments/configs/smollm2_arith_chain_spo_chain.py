@@ -1,0 +1,15 @@
+"""SPO-chain (Guo et al. 2025): segment advantages from Monte Carlo values at
+cut points, on arith_chain.
+
+Needs ``rollout.strategy = "vine"``; until that strategy is registered, config validation
+rejects this config with a message naming the missing input and the strategy that supplies it.
+"""
+
+from experiments.configs.smollm2_arith_chain_grpo import get_config as chain_config
+
+
+def get_config():
+    c = chain_config()
+    c.algo.estimator = "spo_chain"
+    c.rollout.strategy = "vine"
+    return c

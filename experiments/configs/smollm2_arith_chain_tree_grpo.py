@@ -1,0 +1,15 @@
+"""Tree-GRPO (Ji et al. 2025, arXiv 2509.21240): intra- and inter-tree group advantages,
+on arith_chain.
+
+Needs ``rollout.strategy = "tree"``; until that strategy is registered, config validation
+rejects this config with a message naming the missing input and the strategy that supplies it.
+"""
+
+from experiments.configs.smollm2_arith_chain_grpo import get_config as chain_config
+
+
+def get_config():
+    c = chain_config()
+    c.algo.estimator = "tree_grpo"
+    c.rollout.strategy = "tree"
+    return c

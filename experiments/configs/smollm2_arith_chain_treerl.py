@@ -1,0 +1,15 @@
+"""TreeRL (Hou et al. 2025): EPTree forking at high-entropy tokens, global + local
+advantages from subtree outcomes, on arith_chain.
+
+Needs ``rollout.strategy = "tree"``; until that strategy is registered, config validation
+rejects this config with a message naming the missing input and the strategy that supplies it.
+"""
+
+from experiments.configs.smollm2_arith_chain_grpo import get_config as chain_config
+
+
+def get_config():
+    c = chain_config()
+    c.algo.estimator = "treerl"
+    c.rollout.strategy = "tree"
+    return c

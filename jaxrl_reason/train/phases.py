@@ -1,0 +1,227 @@
+"""One RL step as four plain functions over :class:`~jaxrl_reason.rollout.Trajectories`.
+
+::
+
+    traj          = collect(strategy, policy, examples, key)      rollout strategy (device)
+    traj, scored  = score(traj, examples, scorer)                 verifiers, reward components
+    traj          = assign_credit(credit_fn, traj, scored.bonus)  estimator by name (jit)
+    state, m      = update(...)                                   log-probs, loss, optax (jit)
+
+Model forwards that a phase may need (reference log-probs, critic values, self-certainty)
+are passed in as functions, so the phases themselves hold no model and no state; the
+:class:`~jaxrl_reason.train.loop.Trainer` wires them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_reason import credit
+from jaxrl_reason.rollout.trajectories import Trajectories
+
+__all__ = [
+    "Scored",
+    "Scorer",
+    "assign_credit",
+    "collect",
+    "make_credit_fn",
+    "outcome_token_rewards",
+    "score",
+    "update_batch",
+]
+
+
+def collect(strategy: Any, policy: Any, examples: Sequence[Any], key: jax.Array) -> Trajectories:
+    """Phase 1: ``strategy.collect`` (a :class:`jaxrl_reason.rollout.RolloutStrategy`), with
+    the result's shapes checked against the contract."""
+    return strategy.collect(policy, examples, key).check()
+
+
+def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """Places each sequence's scalar reward on its last response token (verl's layout).
+
+    ``rewards float[B]``, ``lengths int[B]`` -> ``float32[B, width]``; empty responses get
+    nothing (their mask is empty anyway).
+    """
+    out = np.zeros((len(rewards), width), np.float32)
+    rows = np.nonzero(lengths > 0)[0]
+    out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
+    return out
+
+
+@dataclasses.dataclass
+class Scorer:
+    """What the score phase needs (built once by the trainer).
+
+    Attributes:
+      tokenizer: decodes responses.
+      task: verifies them (``task.verify_batch``) and, for oracle steps, labels their steps.
+      weights: ``config.reward.weights`` (``{component: weight}``; 0 = off).
+      settings: ``{"overlong_buffer", "length_coef", "explore": {...}}`` for components.
+      also: components run at weight 0 for the fields they fill (``reward.step_scorer``).
+      placement: per-component placement overrides (``explore.placement``).
+      max_len: the sampler's ``max_new_tokens``; ``max_steps``: ``S``.
+      state: run state kept across steps (the exploration answer history).
+      self_certainty_fn: ``Trajectories -> float32[B]``, called only when a component needs it.
+    """
+
+    tokenizer: Any
+    task: Any
+    weights: Mapping[str, float]
+    settings: Mapping[str, Any]
+    max_len: int
+    max_steps: int = 8
+    also: Sequence[str] = ()
+    placement: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    self_certainty_fn: Callable[[Trajectories], np.ndarray] | None = None
+
+
+@dataclasses.dataclass
+class Scored:
+    """Host-side results of the score phase (for metrics and samples).
+
+    ``texts``: decoded responses; ``examples``: each row's example; ``correct``: the
+    verifier's outcome ``float32[B]``; ``keys``: canonical final answers; ``bonus``: the
+    advantage bonus ``float32[B]``; ``components``: every computed component.
+    """
+
+    texts: list[str]
+    examples: list[Any]
+    correct: np.ndarray
+    keys: list[str]
+    bonus: np.ndarray
+    components: dict[str, np.ndarray]
+
+
+def score(
+    traj: Trajectories, examples: Sequence[Any], scorer: Scorer
+) -> tuple[Trajectories, Scored]:
+    """Phase 2: verifies every response and computes the configured reward components.
+
+    Fills ``reward`` (float32[B]), ``token_rewards`` (the reward on each row's last
+    response token) and whatever the components supply (``step_scores`` ...); on a forest,
+    ``leaf_reward`` (the reward of each leaf's row).
+    """
+    from jaxrl_reason.rewards.canonical import canonical_keys
+    from jaxrl_reason.rewards.extract import extract_answer
+    from jaxrl_reason.rewards.registry import RewardContext, compute_rewards, get_reward
+    from jaxrl_reason.rollout.chat import decode_responses
+
+    lengths = np.asarray(traj.lengths)
+    texts = decode_responses(scorer.tokenizer, np.asarray(traj.tokens), lengths)
+    row_examples = [examples[int(g)] for g in np.asarray(traj.group_id)]
+    correct = np.asarray(scorer.task.verify_batch(texts, row_examples), np.float32)
+    keys = canonical_keys([extract_answer(t)[0] for t in texts])
+    wanted = [n for n, w in scorer.weights.items() if w] + list(scorer.also)
+    sc = None
+    if any("self_certainty" in get_reward(n).needs for n in wanted):
+        if scorer.self_certainty_fn is None:
+            raise ValueError("a reward component needs self-certainty but no forward was given")
+        sc = np.asarray(scorer.self_certainty_fn(traj), np.float32)
+    ctx = RewardContext(
+        responses=texts,
+        examples=row_examples,
+        lengths=lengths,
+        group_ids=np.asarray(traj.group_id),
+        max_len=int(scorer.max_len),
+        correct=correct,
+        keys=keys,
+        task=scorer.task,
+        max_steps=int(scorer.max_steps),
+        config=scorer.settings,
+        state=scorer.state,
+        self_certainty=sc,
+    )
+    out = compute_rewards(scorer.weights, ctx, also=scorer.also, placement=scorer.placement)
+    fields = dict(out.fields)
+    fields["reward"] = out.total
+    fields["token_rewards"] = outcome_token_rewards(out.total, lengths, traj.response_width)
+    if traj.is_leaf is not None and traj.leaf_reward is None and "leaf_row" in fields:
+        rows = np.asarray(fields.pop("leaf_row"))
+        fields["leaf_reward"] = np.where(rows >= 0, out.total[np.maximum(rows, 0)], 0.0)
+    traj = traj.replace(**fields)
+    return traj, Scored(texts, row_examples, correct, keys, out.bonus, out.components)
+
+
+def make_credit_fn(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable:
+    """A jitted ``fn(traj) -> (advantages, returns)`` for estimator ``name``.
+
+    Reads ``token_rewards``, ``loss_mask``, ``group_id`` and the fields the estimator
+    declares (``credit.inputs(name)``; ``credit.optional_inputs(name)`` when set), so every
+    registered estimator runs on any ``Trajectories`` that carries its inputs.
+
+    Raises:
+      ValueError: a declared input is ``None`` (names the field and who fills it).
+    """
+    from jaxrl_reason.rollout.trajectories import FIELD_SOURCES
+
+    est = credit.get(name)
+    required = credit.inputs(name)
+    optional = credit.optional_inputs(name)
+    static_kw = dict(kwargs or {})
+
+    @jax.jit
+    def run(token_rewards, loss_mask, group_id, fields):
+        adv, ret = est(token_rewards, loss_mask, group_id, **fields, **static_kw)
+        m = loss_mask.astype(jnp.float32)
+        return adv.astype(jnp.float32) * m, ret.astype(jnp.float32) * m
+
+    def fn(traj: Trajectories):
+        fields = {}
+        for arg, field in required.items():
+            v = getattr(traj, field)
+            if v is None:
+                raise ValueError(
+                    f"estimator {name!r} needs Trajectories.{field}, which is not set; it is "
+                    f"filled by {FIELD_SOURCES.get(field, 'a rollout strategy')}"
+                )
+            fields[arg] = v
+        for arg, field in optional.items():
+            if getattr(traj, field) is not None:
+                fields[arg] = getattr(traj, field)
+        return run(traj.token_rewards, traj.loss_mask, traj.group_id, fields)
+
+    return fn
+
+
+def assign_credit(
+    credit_fn: Callable, traj: Trajectories, bonus: np.ndarray | None = None
+) -> Trajectories:
+    """Phase 3: advantages and returns from ``credit_fn`` (:func:`make_credit_fn`), plus the
+    advantage bonus of the advantage-placed reward components on every loss-mask token:
+    ``A[i, t] = Ahat[i, t] + bonus[i] * m[i, t]`` (Song, Kempe & Munos 2025, arXiv
+    2509.06941: ``A_final = Ahat + c * b``, the bonus after the group normalisation).
+    """
+    adv, ret = credit_fn(traj)
+    adv = np.asarray(adv)
+    if bonus is not None and np.any(bonus):
+        adv = adv + np.asarray(bonus, np.float32)[:, None] * np.asarray(traj.loss_mask)
+    return traj.replace(advantages=adv.astype(np.float32), returns=np.asarray(ret))
+
+
+def update_batch(traj: Trajectories, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows ``idx`` of ``traj`` in the layout of :func:`jaxrl_reason.train.step.rl_loss`
+    (``prompt_tokens``, ``prompt_mask``, ``response``, ``response_mask``, ``old_logprobs``,
+    ``advantages``, ``returns`` and, when set, ``ref_logprobs`` and ``old_values``)."""
+    r = traj.rows(idx)
+    batch = {
+        "prompt_tokens": r["prompt_tokens"].astype(np.int32),
+        "prompt_mask": r["prompt_mask"].astype(bool),
+        "response": r["tokens"].astype(np.int32),
+        "response_mask": r["loss_mask"].astype(np.float32),
+        "old_logprobs": r["old_logprobs"].astype(np.float32),
+        "advantages": r["advantages"].astype(np.float32),
+        "returns": r["returns"].astype(np.float32),
+    }
+    if "ref_logprobs" in r:
+        batch["ref_logprobs"] = r["ref_logprobs"].astype(np.float32)
+    if "values" in r:
+        batch["old_values"] = r["values"].astype(np.float32)
+    return batch
