@@ -15,6 +15,7 @@ Heavy dependencies (tensorflow-datasets, math-verify) are imported only by the t
 use them.
 """
 
+from jaxrl_reason.data.arith_chain import ArithChainTask
 from jaxrl_reason.data.arithmetic import ArithmeticTask, problem_split
 from jaxrl_reason.data.base import (
     BOXED_INSTRUCTION,
@@ -29,11 +30,18 @@ from jaxrl_reason.data.iterator import DataIterator
 from jaxrl_reason.data.math_dataset import MathTask, load_math_records
 
 #: ``make_task`` names -> task classes.
-TASKS = {"arithmetic": ArithmeticTask, "gsm8k": Gsm8kTask, "math": MathTask}
+TASKS = {
+    "arithmetic": ArithmeticTask,
+    "arith_chain": ArithChainTask,
+    "gsm8k": Gsm8kTask,
+    "math": MathTask,
+}
 
 
 def make_task(name: str, **kwargs) -> Task:
-    """Builds a task by name (``"arithmetic"``, ``"gsm8k"``, ``"math"``) from config kwargs.
+    """Builds a task by name (``"arithmetic"``, ``"arith_chain"``, ``"gsm8k"``, ``"math"``).
+
+    ``kwargs`` are the task class's constructor arguments (from a config).
 
     Raises:
       ValueError: an unknown name (lists the known ones).
@@ -48,6 +56,7 @@ __all__ = [
     "HASH_INSTRUCTION",
     "PROMPT_FORMATS",
     "TASKS",
+    "ArithChainTask",
     "ArithmeticTask",
     "DataIterator",
     "Example",

@@ -31,6 +31,20 @@ def build_task(task_cfg: Any, split: str) -> Task:
             template=task_cfg.get("template", "What is {a} {op} {b}?"),
             **common,
         )
+    if kind == "arith_chain":
+        from jaxrl_reason.data.arith_chain import DEFAULT_TEMPLATE, ArithChainTask
+
+        return ArithChainTask(
+            split,
+            seed=task_cfg.get("seed", 0),
+            lengths=tuple(task_cfg.get("lengths", (1, 2))),
+            low=task_cfg.get("low", 1),
+            high=task_cfg.get("high", 9),
+            ops=tuple(task_cfg.get("ops", "+-")),
+            num_examples=task_cfg.get(f"num_{split}", None) or None,
+            template=task_cfg.get("template", "") or DEFAULT_TEMPLATE,
+            **common,
+        )
     if kind == "gsm8k":
         from jaxrl_reason.data.gsm8k import Gsm8kTask
 
@@ -52,5 +66,6 @@ def build_task(task_cfg: Any, split: str) -> Task:
 
         return MathTask(task_cfg.path, **common)
     raise ValueError(
-        f"task.name={kind!r} is not a known task; use 'arithmetic', 'gsm8k' or 'math_jsonl'"
+        f"task.name={kind!r} is not a known task; use 'arithmetic', 'arith_chain', 'gsm8k' "
+        "or 'math_jsonl'"
     )
