@@ -37,19 +37,25 @@ TINY = [
     "--config.train.mini_batch_size=4",
     "--config.train.micro_batch_size=2",
     "--config.optim.trainable=all",
-    # The random model earns no verifier reward; a length cost gives every row a non-zero,
-    # varying return, so the advantages are not trivially zero.
-    "--config.reward.weights.length=1.0",
+    # The random model earns no verifier reward and always reaches the length limit; its
+    # self-certainty gives every row a different reward, so advantages are not trivially 0.
+    "--config.reward.weights.self_certainty=1.0",
 ]
 
 
 def _configs_by_estimator() -> dict[str, str]:
+    """The first config selecting each estimator: the default first, then by name, skipping
+    configs that need a dataset directory (GSM8K)."""
     out: dict[str, str] = {}
-    for path in sorted(glob.glob(os.path.join(CONFIGS, "*.py"))):
+    paths = sorted(glob.glob(os.path.join(CONFIGS, "*.py")))
+    paths.sort(key=lambda p: not p.endswith("smollm2_arith_grpo.py"))
+    for path in paths:
         name = os.path.basename(path)
         if name in ("__init__.py", "common.py"):
             continue
         cfg = load_config(path, validate_config=False)
+        if cfg.task.name == "gsm8k":
+            continue
         out.setdefault(cfg.algo.estimator, path)
     return out
 
@@ -87,7 +93,7 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     adv, mask = np.asarray(traj.advantages), np.asarray(traj.loss_mask)
     assert np.all(adv[mask == 0] == 0.0)
     assert np.all(np.isfinite(adv))
-    assert np.any(adv[mask > 0] != 0.0), "the length cost should give non-zero advantages"
+    assert np.any(adv[mask > 0] != 0.0), "varying rewards should give non-zero advantages"
     for field in credit.inputs(name).values():
         assert getattr(traj, field) is not None
 
