@@ -7,7 +7,10 @@ from typing import Any
 
 from jaxrl_reason.data.base import Task
 
-__all__ = ["GSM8K_SOURCES", "build_task", "cache_root"]
+__all__ = ["GSM8K_SOURCES", "TASK_NAMES", "build_task", "cache_root"]
+
+#: ``config.task.name`` values :func:`build_task` knows.
+TASK_NAMES = ("arithmetic", "gsm8k", "math", "math_jsonl")
 
 #: ``config.task.source`` values for GSM8K: a local JSONL folder, or an explicit download.
 GSM8K_SOURCES = ("local", "tfds")
@@ -97,10 +100,8 @@ def build_task(task_cfg: Any, split: str) -> Task:
         )
     if kind == "gsm8k":
         return _build_gsm8k(task_cfg, split, common)
-    if kind == "math_jsonl":
+    if kind in ("math_jsonl", "math"):  # "math": the name in jaxrl_reason.data.TASKS
         from jaxrl_reason.data.math_dataset import MathTask
 
         return MathTask(task_cfg.path, **common)
-    raise ValueError(
-        f"task.name={kind!r} is not a known task; use 'arithmetic', 'gsm8k' or 'math_jsonl'"
-    )
+    raise ValueError(f"task.name={kind!r} is not a known task; use one of {TASK_NAMES}")

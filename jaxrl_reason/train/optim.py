@@ -30,6 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+#: ``optim.schedule`` names :func:`make_schedule` supports.
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: ``optim.trainable`` modes :func:`trainable_spec` supports.
+TRAINABLE_MODES: tuple[str, ...] = ("all", "last_k", "regex")
+
 # ---------------------------------------------------------------------------------------------
 # Paths.
 
