@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
     # model answers about a third of 2-digit sums right with it (greedy), leaving RL room.
     c.task.system_prompt = ""
     c.task.template = "Compute {a} {op} {b}. Reply with only the number."
+    # GSM8K: "local" reads task.data_dir (a folder with train.jsonl / test.jsonl; a missing
+    # folder is an error, never a download); "tfds" downloads through tensorflow-datasets.
+    c.task.source = "local"
     c.task.data_dir = ""
     c.task.path = ""
 

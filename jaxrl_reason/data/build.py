@@ -7,7 +7,74 @@ from typing import Any
 
 from jaxrl_reason.data.base import Task
 
-__all__ = ["build_task"]
+__all__ = ["GSM8K_SOURCES", "TASK_NAMES", "build_task", "cache_root"]
+
+#: ``config.task.name`` values :func:`build_task` knows.
+TASK_NAMES = ("arithmetic", "arith_chain", "gsm8k", "math", "math_jsonl")
+
+#: ``config.task.source`` values for GSM8K: a local JSONL folder, or an explicit download.
+GSM8K_SOURCES = ("local", "tfds")
+
+
+def cache_root() -> str:
+    """Where prepared datasets are cached: ``$JAXRL_CACHE_DIR`` or ``~/.cache/jaxrl_reason``."""
+    return os.environ.get("JAXRL_CACHE_DIR") or os.path.expanduser("~/.cache/jaxrl_reason")
+
+
+def _build_gsm8k(task_cfg: Any, split: str, common: dict) -> Task:
+    """GSM8K from ``task.data_dir`` (``task.source="local"``, the default) or, only when
+    ``task.source="tfds"`` says so, downloaded through tensorflow-datasets.
+
+    A missing, mistyped or incomplete ``data_dir`` is an error naming the path and the fix,
+    never a fallback to a download. Nothing is written into ``data_dir``: the array_record
+    copy goes to ``<cache_root()>/gsm8k`` and a tfds download (with its ``downloads/``) to
+    ``$TFDS_DATA_DIR`` or ``<cache_root()>/tfds``.
+    """
+    from jaxrl_reason.data.gsm8k import Gsm8kTask
+
+    source = task_cfg.get("source", "local") or "local"
+    data_dir = task_cfg.get("data_dir", "") or ""
+    fix_tfds = "or set --config.task.source=tfds to download GSM8K through tensorflow-datasets"
+    if source == "local":
+        if not data_dir:
+            raise ValueError(
+                "task.data_dir is empty: task.source='local' reads GSM8K from a folder with "
+                "train.jsonl and test.jsonl (openai/grade-school-math); set "
+                f"--config.task.data_dir=/path/to/gsm8k, {fix_tfds}"
+            )
+        path = os.path.abspath(os.path.expanduser(data_dir))
+        if not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"task.data_dir={data_dir!r}: no such directory ({path}); fix the path "
+                f"(a folder with train.jsonl and test.jsonl), {fix_tfds}"
+            )
+        want = os.path.join(path, f"{split}.jsonl")
+        if not os.path.isfile(want):
+            have = sorted(f for f in os.listdir(path) if f.endswith(".jsonl")) or "no .jsonl files"
+            raise FileNotFoundError(
+                f"task.data_dir={data_dir!r} has no {split}.jsonl (needed for the {split} split; "
+                f"found: {have}); point it at the folder with train.jsonl and test.jsonl, "
+                f"{fix_tfds}"
+            )
+        # Converted once to array_record (cached outside data_dir), then read through
+        # tfds.data_source like the catalog's copy.
+        return Gsm8kTask(
+            split,
+            source="local",
+            jsonl_dir=path,
+            cache_dir=os.path.join(cache_root(), "gsm8k"),
+            **common,
+        )
+    if source == "tfds":
+        if data_dir:
+            raise ValueError(
+                f"task.data_dir={data_dir!r} is for task.source='local'; with "
+                "task.source='tfds' GSM8K is downloaded to $TFDS_DATA_DIR or the cache "
+                "(set --config.task.data_dir='' or --config.task.source=local)"
+            )
+        tfds_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join(cache_root(), "tfds")
+        return Gsm8kTask(split, source="tfds", data_dir=tfds_dir, **common)
+    raise ValueError(f"task.source={source!r}: use one of {GSM8K_SOURCES}")
 
 
 def build_task(task_cfg: Any, split: str) -> Task:
@@ -46,26 +113,9 @@ def build_task(task_cfg: Any, split: str) -> Task:
             **common,
         )
     if kind == "gsm8k":
-        from jaxrl_reason.data.gsm8k import Gsm8kTask
-
-        data_dir = task_cfg.get("data_dir", "") or None
-        if data_dir and os.path.isfile(os.path.join(data_dir, f"{split}.jsonl")):
-            # A local directory of JSONL: converted once to array_record (cached), then read
-            # through tfds.data_source like the catalog's copy.
-            cache = os.environ.get("JAXRL_CACHE_DIR") or os.path.expanduser("~/.cache/jaxrl_reason")
-            return Gsm8kTask(
-                split,
-                source="local",
-                jsonl_dir=data_dir,
-                cache_dir=os.path.join(cache, "gsm8k"),
-                **common,
-            )
-        return Gsm8kTask(split, data_dir=data_dir, **common)
-    if kind == "math_jsonl":
+        return _build_gsm8k(task_cfg, split, common)
+    if kind in ("math_jsonl", "math"):  # "math": the name in jaxrl_reason.data.TASKS
         from jaxrl_reason.data.math_dataset import MathTask
 
         return MathTask(task_cfg.path, **common)
-    raise ValueError(
-        f"task.name={kind!r} is not a known task; use 'arithmetic', 'arith_chain', 'gsm8k' "
-        "or 'math_jsonl'"
-    )
+    raise ValueError(f"task.name={kind!r} is not a known task; use one of {TASK_NAMES}")

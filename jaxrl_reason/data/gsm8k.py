@@ -15,6 +15,13 @@ array_record files, no TensorFlow):
   so preparing needs no TensorFlow either. The prepared copy lives in
   ``cache_dir/gsm8k_local-<sha of the jsonl files>/gsm8k/1.0.0/`` and is reused (idempotent;
   a changed file gets a new directory; a file lock serialises concurrent preparers).
+
+Local files are checked line by line before anything is written: a line that is not JSON,
+or a record without a ``question`` / ``answer`` string or without the ``#### <answer>``
+marker, raises :class:`Gsm8kDataError` naming the file and line. The array_record copy is
+built in a temporary folder and renamed into place only when complete, so a failed or
+interrupted preparation leaves no partial cache folder behind. Nothing is ever written into
+the JSONL folder.
 """
 
 from __future__ import annotations
@@ -22,13 +29,60 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
+import shutil
+import tempfile
 
 from jaxrl_reason.data.base import Example, Task
 
-__all__ = ["Gsm8kTask", "prepare_gsm8k_local"]
+__all__ = ["Gsm8kDataError", "Gsm8kTask", "check_gsm8k_jsonl", "prepare_gsm8k_local"]
 
 _SPLITS = ("train", "test", "train_socratic", "test_socratic")
+
+
+class Gsm8kDataError(ValueError):
+    """A malformed GSM8K JSONL file; the message names the file and the line."""
+
+
+def _records(path: str):
+    """Yields ``(line index, record)`` of a GSM8K JSONL file, checked; blank lines skipped."""
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            where = f"{path}:{i + 1}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise Gsm8kDataError(
+                    f"{where}: not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
+            if not isinstance(rec, dict):
+                raise Gsm8kDataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            for key in ("question", "answer"):
+                if not isinstance(rec.get(key), str):
+                    got = "missing" if key not in rec else type(rec[key]).__name__
+                    raise Gsm8kDataError(
+                        f"{where}: record needs a string {key!r} ({got}); each line must be "
+                        '{"question": ..., "answer": "... #### <number>"}'
+                    )
+            if rec["answer"].count("#### ") != 1:
+                raise Gsm8kDataError(
+                    f"{where}: 'answer' must contain the final answer marker '#### ' exactly "
+                    f"once (found {rec['answer'].count('#### ')})"
+                )
+            yield i, rec
+
+
+def check_gsm8k_jsonl(path: str) -> int:
+    """Checks every line of a GSM8K JSONL file; returns the number of records.
+
+    Raises:
+      Gsm8kDataError: the first bad line (not JSON, no ``question`` / ``answer`` string, no
+        single ``#### `` marker), as ``<path>:<line>: <what is wrong>``.
+    """
+    return sum(1 for _ in _records(path))
 
 
 def _fingerprint(jsonl_dir: str, splits: list[str]) -> str:
@@ -69,6 +123,21 @@ def _local_builder_cls():
                 for s in _SPLITS
                 if os.path.exists(os.path.join(self._jsonl_dir, f"{s}.jsonl"))
             }
+
+        def _generate_examples(self, path):
+            # The catalog's generator (same keys: the line index; same fields), reading the
+            # checked records: a bad line names its file and line, extra keys are dropped.
+            for i, rec in _records(os.fspath(path)):
+                annotation, short = rec["answer"].split("#### ")
+                yield (
+                    i,
+                    {
+                        "question": rec["question"],
+                        "answer": rec["answer"],
+                        "annotation": annotation,
+                        "short_answer": short,
+                    },
+                )
 
     return _Gsm8kLocal
 
@@ -117,6 +186,8 @@ def prepare_gsm8k_local(jsonl_dir: str, cache_dir: str) -> str:
       A ``data_dir`` for ``tfds.data_source("gsm8k", data_dir=...)``.
     Raises:
       FileNotFoundError: no split file in ``jsonl_dir``.
+      Gsm8kDataError: a malformed line (names the file and line); nothing is left in
+        ``cache_dir`` but the lock file.
     """
     import tensorflow_datasets as tfds
 
@@ -128,20 +199,34 @@ def prepare_gsm8k_local(jsonl_dir: str, cache_dir: str) -> str:
         )
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
     os.makedirs(cache_dir, exist_ok=True)
-    data_dir = os.path.join(cache_dir, f"gsm8k_local-{_fingerprint(jsonl_dir, splits)}")
+    name = f"gsm8k_local-{_fingerprint(jsonl_dir, splits)}"
+    data_dir = os.path.join(cache_dir, name)
     done = os.path.join(data_dir, "PREPARED")
     if os.path.exists(done):
         return data_dir
     with _file_lock(os.path.join(cache_dir, ".gsm8k.lock")):
-        if not os.path.exists(done):
+        if os.path.exists(done):
+            return data_dir
+        for s in splits:  # a bad line fails here, before anything is written
+            check_gsm8k_jsonl(os.path.join(jsonl_dir, f"{s}.jsonl"))
+        if os.path.exists(data_dir):  # left by an older, non-atomic preparation
+            shutil.rmtree(data_dir)
+        tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir)
+        try:
             builder = _local_builder_cls()(
-                jsonl_dir=jsonl_dir, data_dir=data_dir, file_format="array_record"
+                jsonl_dir=jsonl_dir, data_dir=tmp, file_format="array_record"
             )
             builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(verify_ssl=False)
+                download_dir=os.path.join(tmp, "downloads"),
+                download_config=tfds.download.DownloadConfig(verify_ssl=False),
             )
-            with open(done, "w") as f:
+            shutil.rmtree(os.path.join(tmp, "downloads"), ignore_errors=True)  # always empty
+            with open(os.path.join(tmp, "PREPARED"), "w") as f:
                 f.write("\n".join(splits) + "\n")
+            os.rename(tmp, data_dir)  # atomic on one filesystem: all or nothing
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return data_dir
 
 
@@ -155,7 +240,8 @@ class Gsm8kTask(Task):
     Args:
       split: ``"train"`` (7,473) or ``"test"`` (1,319) (or the ``*_socratic`` variants).
       source: ``"local"`` (needs ``jsonl_dir`` and ``cache_dir``), ``"tfds"`` (the catalog,
-        downloaded to ``data_dir``), or ``"auto"`` (local when ``jsonl_dir`` is given).
+        downloaded to ``data_dir``: only when asked for by name), or ``"auto"`` (``"local"``;
+        without ``jsonl_dir`` it is an error, never a silent download).
       jsonl_dir: directory of the JSONL files for ``source="local"``.
       cache_dir: where the local conversion is cached; default ``<jsonl_dir>/../.cache`` would
         write next to shared data, so it is required.
@@ -182,7 +268,12 @@ class Gsm8kTask(Task):
         if split not in _SPLITS:
             raise ValueError(f"Gsm8kTask: split={split!r}; use one of {_SPLITS}")
         if source == "auto":
-            source = "local" if jsonl_dir is not None else "tfds"
+            if jsonl_dir is None:
+                raise ValueError(
+                    "Gsm8kTask: no jsonl_dir (the folder with train.jsonl / test.jsonl); pass "
+                    "it, or source='tfds' to download GSM8K through tensorflow-datasets"
+                )
+            source = "local"
         if source == "local":
             if jsonl_dir is None or cache_dir is None:
                 raise ValueError(

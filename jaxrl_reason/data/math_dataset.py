@@ -36,7 +36,8 @@ def load_math_records(path: str, split: str = "test") -> list[dict]:
 
     Raises:
       FileNotFoundError: nothing readable at ``path``.
-      ValueError: a record lacks ``problem`` or ``solution`` (names the file and line).
+      ValueError: a line that is not a JSON object, or a record that lacks ``problem`` or
+        ``solution`` (names the file and line).
     """
     path = os.path.abspath(os.path.expanduser(path))
     records: list[dict] = []
@@ -46,7 +47,7 @@ def load_math_records(path: str, split: str = "test") -> list[dict]:
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
-                    rec = json.loads(line)
+                    rec = _loads(line, f"{path}:{lineno}")
                     rec.setdefault("unique_id", f"{os.path.basename(path)}:{lineno}")
                     records.append(_check(rec, f"{path}:{lineno}"))
         return records
@@ -65,10 +66,22 @@ def load_math_records(path: str, split: str = "test") -> list[dict]:
     base = os.path.dirname(root) if root.endswith(os.sep + split) else root
     for fp in files:
         with open(fp, encoding="utf-8") as f:
-            rec = json.load(f)
+            rec = _loads(f.read(), fp)
         rec.setdefault("unique_id", os.path.relpath(fp, base))
         records.append(_check(rec, fp))
     return records
+
+
+def _loads(text: str, where: str) -> dict:
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"MATH data at {where}: not valid JSON ({e.msg} at column {e.colno})"
+        ) from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"MATH data at {where}: expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def _check(rec: dict, where: str) -> dict:

@@ -6,6 +6,10 @@ Four extractors, tried in a fixed priority by :func:`extract_answer`:
    after the *last* ``####`` up to the end of its line.
 2. ``\\boxed{<answer>}``: the MATH convention (Hendrycks et al., 2021); the *last* box, with
    nested braces balanced (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``). ``\\fbox`` too.
+   A last box that never closes (``\\boxed{42`` -- e.g. a response cut off by the token
+   limit) is a malformed final answer: it extracts *nothing*, neither an earlier box nor,
+   under ``"auto"``, a looser reading of the same text (the ``42`` of ``\\boxed{42`` is not
+   taken as the last number), so it never earns an outcome reward.
 3. ``the answer is <answer>``: the natural-language convention of chain-of-thought prompting.
 4. The last number in the text: the loosest fallback (Minerva-style "last number" grading).
 
@@ -27,6 +31,7 @@ __all__ = [
     "extract_hash",
     "extract_last_number",
     "extraction_stats",
+    "has_unclosed_box",
 ]
 
 #: Formats a task may require. ``"auto"`` tries them all in priority order.
@@ -35,9 +40,6 @@ ANSWER_FORMATS = ("hash", "boxed", "answer_is", "last_number", "auto")
 #: Deeper brace nesting than this is treated as garbage (no real answer nests 64 levels), so a
 #: response with 10k nested braces costs one linear scan and extracts nothing.
 MAX_BRACE_DEPTH = 64
-
-#: How many boxes (from the end) :func:`extract_boxed` tries when the last one never closes.
-MAX_BOX_CANDIDATES = 8
 
 _BRACE_RE = re.compile(r"\\[{}]|[{}]")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
@@ -83,6 +85,9 @@ def extract_hash(text: str) -> str | None:
 def extract_boxed(text: str, *, last: bool = True) -> str | None:
     """Returns the content of the last (or first) ``\\boxed{...}`` with nested braces balanced.
 
+    Only that one box counts: when it never closes (unbalanced braces, e.g. ``\\boxed{42``
+    at the end of a truncated response) the result is None, not an earlier closed box.
+
     Args:
       text: a response or a MATH solution.
       last: take the last box (the final answer by convention) rather than the first.
@@ -93,24 +98,31 @@ def extract_boxed(text: str, *, last: bool = True) -> str | None:
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     if not starts:
         return None
-    # Only the last (first) few boxes are candidates: a response with thousands of unclosed
-    # boxes would otherwise cost a scan to the end per box (quadratic).
-    cands = starts[::-1][:MAX_BOX_CANDIDATES] if last else starts[:MAX_BOX_CANDIDATES]
-    for start in cands:
-        depth = 1
-        # The regex skips everything but braces in C; escaped \{ \} are content.
-        for m in _BRACE_RE.finditer(text, start):
-            tok = m.group()
-            if tok == "{":
-                depth += 1
-                if depth > MAX_BRACE_DEPTH:
-                    break
-            elif tok == "}":
-                depth -= 1
-                if depth == 0:
-                    ans = text[start : m.start()].strip()
-                    return ans or None
+    start = starts[-1] if last else starts[0]
+    depth = 1
+    # The regex skips everything but braces in C; escaped \{ \} are content.
+    for m in _BRACE_RE.finditer(text, start):
+        tok = m.group()
+        if tok == "{":
+            depth += 1
+            if depth > MAX_BRACE_DEPTH:
+                return None
+        elif tok == "}":
+            depth -= 1
+            if depth == 0:
+                ans = text[start : m.start()].strip()
+                return ans or None
     return None
+
+
+def has_unclosed_box(text: str) -> bool:
+    """Whether ``text`` has a ``\\boxed{`` / ``\\fbox{`` whose last box yields no answer.
+
+    True for an unclosed (or too deeply nested, or empty) final box: the response committed
+    to the boxed format and got it wrong, so :func:`extract_answer` does not fall back to
+    the looser extractors.
+    """
+    return _BOX_RE.search(text) is not None and extract_boxed(text) is None
 
 
 def extract_answer_is(text: str) -> str | None:
@@ -120,8 +132,10 @@ def extract_answer_is(text: str) -> str | None:
         return None
     ans = _strip(matches[-1])
     # "The answer is \boxed{5}" is handled by the boxed extractor; prefer its content here too.
-    boxed = extract_boxed(ans)
-    return boxed if boxed is not None else (ans or None)
+    # An unclosed box ("The answer is \boxed{5") is a malformed answer: nothing.
+    if _BOX_RE.search(ans):
+        return extract_boxed(ans)
+    return ans or None
 
 
 def extract_last_number(text: str) -> str | None:
@@ -147,7 +161,8 @@ def extract_answer(text: str, fmt: str = "auto") -> tuple[str | None, str | None
       text: a model response.
       fmt: one of :data:`ANSWER_FORMATS`. A specific format only accepts that format (the
         strict reading a format reward needs); ``"auto"`` tries ``hash``, ``boxed``,
-        ``answer_is`` and then ``last_number``.
+        ``answer_is`` and then ``last_number``, except that a response whose last box never
+        closes (see :func:`has_unclosed_box`) stops after ``hash``: it gets no answer.
     Returns:
       ``(answer, method)``: the answer string and the name of the extractor that found it, or
       ``(None, None)`` when nothing was found.
@@ -163,6 +178,8 @@ def extract_answer(text: str, fmt: str = "auto") -> tuple[str | None, str | None
         ans = _EXTRACTORS[name](text)
         if ans is not None:
             return ans, name
+        if name == "boxed" and fmt == "auto" and _BOX_RE.search(text):
+            return None, None  # a malformed (unclosed) final box: no looser fallback
     return None, None
 
 

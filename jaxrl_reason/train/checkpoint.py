@@ -13,6 +13,13 @@ Restoring takes an *abstract* state (``jax.ShapeDtypeStruct`` leaves with a ``sh
 concrete arrays whose shardings are reused): Orbax reads each shard straight onto the target
 devices, so a checkpoint saved on one mesh restores onto another (resharding).
 
+Restoring is defensive (:meth:`Checkpointer.restore_latest`): the newest step is checked (its
+metadata files present and readable, its tree matching the target) and restored; a step that
+fails is skipped with a one-line warning and the next older one is tried. A checkpoint whose
+tree differs from the target (the trainable subset, the value head or the model changed) is
+not a corruption: it raises :class:`CheckpointMismatchError`, whose one-line message names
+the differing subtrees and the config fields that usually cause it.
+
 Usage in a loop::
 
     ckpt = Checkpointer(workdir + "/checkpoints", save_every=config.checkpoint_every)
@@ -28,6 +35,7 @@ Usage in a loop::
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -36,6 +44,38 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Config fields whose change since a checkpoint was written usually explains a tree mismatch.
+MISMATCH_HINT_FIELDS = ("optim.trainable", "optim.last_k", "algo.value_head", "model.name")
+
+#: Files every committed step must have (relative to its step folder); a step missing one is
+#: treated as corrupt and skipped by :meth:`Checkpointer.restore_latest`.
+REQUIRED_STEP_FILES = ("_CHECKPOINT_METADATA", "state/_METADATA")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's state tree differs from the tree it is restored into.
+
+    Attributes:
+      step: the checkpoint step.
+      only_in_checkpoint: subtree paths (``"value_head"``, ``"params.layers.11"``...) the
+        checkpoint has and the target lacks.
+      only_in_target: subtree paths the target has and the checkpoint lacks.
+      shape_mismatches: ``(path, checkpoint_shape, target_shape)`` for leaves in both.
+    """
+
+    def __init__(self, message, *, step, only_in_checkpoint=(), only_in_target=(), shapes=()):
+        super().__init__(message)
+        self.step = step
+        self.only_in_checkpoint = list(only_in_checkpoint)
+        self.only_in_target = list(only_in_target)
+        self.shape_mismatches = list(shapes)
+
+
+class CheckpointRestoreError(RuntimeError):
+    """No saved step could be restored (every one was corrupt); the message lists why."""
 
 
 class Restored(NamedTuple):
@@ -142,7 +182,8 @@ class Checkpointer:
       directory: where step folders are written (local path or ``gs://...``; on a multi-host
         run every host must see the same directory).
       save_every: save when ``step % save_every == 0`` (0 disables periodic saves).
-      max_to_keep: how many recent checkpoints to keep (``None`` = all).
+      max_to_keep: how many recent checkpoints to keep (``None`` = all); must be >= 1 (the
+        config's ``max_checkpoints``; 0 would delete every save).
       async_save: let Orbax write in a background thread (the device-to-host copy still
         happens before :meth:`save` returns, so donating the state afterwards is safe).
       handle_signals: install SIGTERM / SIGINT handlers that request a save at the next step
@@ -165,6 +206,11 @@ class Checkpointer:
             directory = os.path.abspath(directory)
         if save_every < 0:
             raise ValueError(f"checkpoint_every={save_every}: must be >= 0 (0 = only on demand)")
+        if max_to_keep is not None and (isinstance(max_to_keep, bool) or max_to_keep < 1):
+            raise ValueError(
+                f"max_checkpoints={max_to_keep!r}: must be >= 1 (how many recent checkpoints "
+                "to keep; None keeps all)"
+            )
         self.directory = directory
         self.save_every = save_every
         self._ocp = ocp
@@ -180,6 +226,8 @@ class Checkpointer:
         self._stopping = False
         self._signal_name: str | None = None
         self._previous_handlers: dict[int, Any] = {}
+        #: ``(step, reason)`` of the steps the last :meth:`restore_latest` skipped as corrupt.
+        self.skipped_steps: list[tuple[int, str]] = []
         if handle_signals:
             self.install_signal_handlers()
 
@@ -312,12 +360,87 @@ class Checkpointer:
         return Restored(int(step), state, dict(out["meta"] or {}))
 
     def restore_latest(self, abstract_state: Any) -> Restored | None:
-        """Restores the newest checkpoint, or returns None when there is none."""
+        """Restores the newest checkpoint that restores; None when there is no checkpoint.
+
+        Each step, newest first, is verified (:meth:`verify_step`: the metadata files present
+        and readable, the saved tree equal to ``abstract_state``'s) and restored. A step that
+        is corrupt (a missing metadata file, a truncated array file, ...) is skipped with a
+        one-line warning naming the step and the reason, recorded in :attr:`skipped_steps`,
+        and the next older step is tried.
+
+        Raises:
+          CheckpointMismatchError: a readable checkpoint whose tree differs from the target
+            (a config change, not a corruption: an older step would differ the same way).
+          CheckpointRestoreError: there are checkpoints but none restores.
+        """
         self.wait_until_finished()
-        step = self.latest_step()
-        if step is None:
+        self.skipped_steps = []
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
             return None
-        return self.restore(step, abstract_state)
+        for step in steps:
+            try:
+                self.verify_step(step, abstract_state)
+                return self.restore(step, abstract_state)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any failure to read marks the step corrupt
+                reason = _one_line(e)
+                self.skipped_steps.append((step, reason))
+                older = [s for s in steps if s < step]
+                then = f"trying step {older[0]}" if older else "no older step left"
+                log.warning(
+                    "checkpoint step %d in %s skipped (%s); %s", step, self.directory, reason, then
+                )
+        listed = "; ".join(f"step {s}: {r}" for s, r in self.skipped_steps)
+        raise CheckpointRestoreError(
+            f"no checkpoint in {self.directory} restores ({listed}); move the directory away "
+            "to start afresh, or restore one step explicitly with Checkpointer.restore"
+        )
+
+    def _step_path(self, step: int):
+        from etils import epath
+
+        return epath.Path(self.directory) / str(int(step))
+
+    def saved_tree(self, step: int) -> dict[str, tuple[int, ...]]:
+        """``{dotted leaf path: shape}`` of the state saved at ``step`` (from its metadata).
+
+        Raises:
+          FileNotFoundError: a required metadata file (:data:`REQUIRED_STEP_FILES`) is missing.
+          ValueError: the metadata is unreadable.
+        """
+        folder = self._step_path(step)
+        for name in REQUIRED_STEP_FILES:
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{name} missing in {folder}")
+        # A standalone handler: the manager only knows its items' handlers after a save.
+        meta = self._ocp.StandardCheckpointHandler().metadata(folder / "state")
+        tree = getattr(meta, "tree", meta)
+        if tree is None:
+            raise ValueError(f"no readable state metadata in {folder}")
+        return {
+            _path_str(path): tuple(getattr(leaf, "shape", ()) or ())
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        }
+
+    def verify_step(self, step: int, abstract_state: Any) -> None:
+        """Checks that ``step`` is complete and its tree matches ``abstract_state``.
+
+        Raises:
+          CheckpointMismatchError: the trees differ (see :func:`describe_tree_mismatch`).
+          FileNotFoundError / ValueError: the step is incomplete or unreadable.
+        """
+        saved = self.saved_tree(step)
+        target = {
+            _path_str(path): tuple(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(
+                jax.tree.map(_abstract_leaf, abstract_state)
+            )[0]
+        }
+        err = describe_tree_mismatch(saved, target, step=step, directory=self.directory)
+        if err is not None:
+            raise err
 
     def close(self) -> None:
         """Waits for pending writes, closes the manager and restores the signal handlers."""
@@ -330,3 +453,85 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """``"Type: first line of the message"``, cut at ``limit`` characters."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _path_str(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _subtree_roots(paths: set[str], others: set[str]) -> list[str]:
+    """The shortest prefixes of ``paths`` that no path of ``others`` lies under."""
+    other_prefixes = set()
+    for p in others:
+        parts = p.split(".")
+        other_prefixes.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    roots = set()
+    for p in paths:
+        parts = p.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[: i + 1])
+            if prefix not in other_prefixes:
+                roots.add(prefix)
+                break
+    return sorted(roots, key=lambda r: (r.count("."), r))
+
+
+def _first(items: list, n: int = 3) -> str:
+    shown = ", ".join(str(x) for x in items[:n])
+    return shown + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def describe_tree_mismatch(
+    saved: Mapping[str, tuple[int, ...]],
+    target: Mapping[str, tuple[int, ...]],
+    *,
+    step: int,
+    directory: str = "",
+) -> CheckpointMismatchError | None:
+    """A one-line :class:`CheckpointMismatchError` when two ``{leaf path: shape}`` trees
+    differ, else None.
+
+    Differing subtrees are named by their roots (``value_head`` rather than each of its
+    leaves), the first few of each kind; the message ends with the config fields that
+    usually cause a mismatch (:data:`MISMATCH_HINT_FIELDS`).
+    """
+    only_saved = _subtree_roots(set(saved) - set(target), set(target))
+    only_target = _subtree_roots(set(target) - set(saved), set(saved))
+    shapes = [
+        (p, saved[p], target[p]) for p in sorted(set(saved) & set(target)) if saved[p] != target[p]
+    ]
+    if not (only_saved or only_target or shapes):
+        return None
+    parts = []
+    if only_saved:
+        parts.append(f"in the checkpoint but not the target: {_first(only_saved)}")
+    if only_target:
+        parts.append(f"in the target but not the checkpoint: {_first(only_target)}")
+    if shapes:
+        shown = [f"{p} {tuple(a)} vs {tuple(b)}" for p, a, b in shapes]
+        parts.append(f"shapes differ (checkpoint vs target): {_first(shown)}")
+    where = f" in {directory}" if directory else ""
+    msg = (
+        f"checkpoint step {step}{where} does not match the state to restore: "
+        + "; ".join(parts)
+        + f". Usually a config change since it was saved: check {', '.join(MISMATCH_HINT_FIELDS)}"
+        " (restore with the config it was saved with, or start a new workdir)"
+    )
+    return CheckpointMismatchError(
+        msg, step=step, only_in_checkpoint=only_saved, only_in_target=only_target, shapes=shapes
+    )

@@ -528,6 +528,184 @@ def _check_estimator_inputs(config, num_devices):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# Field rules that need no model: each names the field and the fix, and skips absent fields.
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _require(config, key: str, ok: Callable[[Any], bool], need: str, fix: str = "") -> None:
+    """Raises ConfigError ``"<key>=<value>: must be <need>; <fix>"`` unless ``ok(value)``.
+
+    Skips quietly when ``key`` is absent or None (an unset placeholder).
+    """
+    if not _has(config, key):
+        return
+    value = _get(config, key)
+    if value is None:
+        return
+    try:
+        good = bool(ok(value))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        fix = fix or f"set --config.{key}=..."
+        raise ConfigError(f"{key}={value!r}: must be {need}; {fix}")
+
+
+@register_validator
+def _check_train_and_checkpoints(config, num_devices):
+    _require(config, "train.ppo_epochs", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "max_checkpoints",
+        lambda v: _is_int(v) and v >= 1,
+        "an int >= 1 (how many recent checkpoints to keep)",
+        "0 would delete every save; set --config.max_checkpoints=2",
+    )
+
+
+@register_validator
+def _check_optim(config, num_devices):
+    if "optim" not in config:
+        return
+    from jaxrl_reason.train.optim import SCHEDULES, TRAINABLE_MODES
+
+    _require(
+        config,
+        "optim.learning_rate",
+        lambda v: _is_number(v) and v > 0,
+        "a finite number > 0",
+        "e.g. --config.optim.learning_rate=1e-6",
+    )
+    for key in ("optim.grad_clip", "optim.max_grad_norm"):
+        _require(
+            config,
+            key,
+            lambda v: _is_number(v) and v >= 0,
+            "a finite number >= 0 (the global-norm clip; 0 turns clipping off)",
+        )
+    for key in ("optim.b1", "optim.b2"):
+        _require(
+            config,
+            key,
+            lambda v: _is_number(v) and 0 <= v < 1,
+            "in [0, 1) (an Adam moment decay)",
+            f"e.g. --config.{key}={0.9 if key.endswith('b1') else 0.99}",
+        )
+    _require(config, "optim.weight_decay", lambda v: _is_number(v) and v >= 0, "finite and >= 0")
+    _require(config, "optim.eps", lambda v: _is_number(v) and v > 0, "a finite number > 0")
+    _require(config, "optim.end_lr_ratio", lambda v: _is_number(v) and 0 <= v <= 1, "in [0, 1]")
+    _require(
+        config,
+        "optim.schedule",
+        lambda v: v in SCHEDULES,
+        f"one of {SCHEDULES}",
+        "set --config.optim.schedule=constant (or cosine)",
+    )
+    _require(config, "optim.warmup_steps", lambda v: _is_int(v) and v >= 0, "an int >= 0")
+    _require(
+        config,
+        "optim.trainable",
+        lambda v: v in TRAINABLE_MODES,
+        f"one of {TRAINABLE_MODES}",
+        "set --config.optim.trainable=all (or last_k with optim.last_k, or regex)",
+    )
+    mode = config.optim.get("trainable", "all")
+    if mode == "last_k":
+        # The layer count is the model's; here only the lower bound can be checked.
+        _require(
+            config,
+            "optim.last_k",
+            lambda v: _is_int(v) and v >= 1,
+            "an int >= 1 (how many final layers train) with optim.trainable='last_k'",
+        )
+    if mode == "regex" and _has(config, "optim.trainable_regex"):
+        _require(
+            config,
+            "optim.trainable_regex",
+            lambda v: bool(v) and _re_compiles(v),
+            "a non-empty regular expression with optim.trainable='regex'",
+        )
+
+
+def _re_compiles(pattern: str) -> bool:
+    """Whether ``pattern`` is a valid regular expression."""
+    import re
+
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+@register_validator
+def _check_rollout_sampling(config, num_devices):
+    _require(
+        config,
+        "rollout.temperature",
+        lambda v: _is_number(v) and v > 0,
+        "a finite number > 0 (the rollout samples from softmax(logits / T))",
+        "e.g. --config.rollout.temperature=1.0",
+    )
+    _require(config, "rollout.max_new_tokens", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "rollout.top_p",
+        lambda v: _is_number(v) and 0 < v <= 1,
+        "in (0, 1] (1.0 = no nucleus truncation)",
+    )
+    _require(config, "rollout.top_k", lambda v: _is_int(v) and v >= 0, "an int >= 0 (0 = off)")
+    for key in ("rollout.n_samples", "rollout.batch_prompts"):
+        _require(config, key, lambda v: _is_int(v) and v >= 1, "an int >= 1")
+
+
+@register_validator
+def _check_task(config, num_devices):
+    if not _has(config, "task.name"):
+        return
+    from jaxrl_reason.data import TASKS
+    from jaxrl_reason.data.build import GSM8K_SOURCES, TASK_NAMES
+
+    known = tuple(dict.fromkeys((*TASKS, *TASK_NAMES)))
+    _require(config, "task.name", lambda v: v in known, f"one of {known}")
+    _require(
+        config,
+        "task.source",
+        lambda v: v in GSM8K_SOURCES,
+        f"one of {GSM8K_SOURCES} ('local': task.data_dir; 'tfds': an explicit download)",
+    )
+    if config.task.name == "arithmetic":
+        from jaxrl_reason.data.arithmetic import _OPS
+
+        for key in ("task.low", "task.high"):
+            _require(config, key, _is_int, "an int")
+        if _has(config, "task.low") and _has(config, "task.high"):
+            low, high = config.task.low, config.task.high
+            if low > high:
+                raise ConfigError(
+                    f"task.low={low} > task.high={high}: the operand range is empty; "
+                    "set task.low <= task.high"
+                )
+        ops_ok = lambda v: (
+            len(tuple(v)) > 0 and set(tuple(v)) <= set(_OPS) and len(set(tuple(v))) == len(tuple(v))
+        )
+        _require(
+            config,
+            "task.ops",
+            ops_ok,
+            f"a non-empty, duplicate-free selection of {''.join(_OPS)!r}",
+            'e.g. --config.task.ops="+-"',
+        )
+
+
 @register_validator
 def _check_reward_components(config, num_devices):
     """Reward weights name registered components; the step scorer fills step fields and its
@@ -574,3 +752,51 @@ def _check_steps(config, num_devices):
         raise ConfigError(f"rollout.step_rule={rule!r}: use one of {', '.join(RESPONSE_RULES)}")
     if int(config.rollout.get("max_steps", 8)) < 1:
         raise ConfigError(f"rollout.max_steps={config.rollout.max_steps}: must be >= 1")
+
+
+@register_validator
+def _check_loss(config, num_devices):
+    if "loss" not in config:
+        return
+    from jaxrl_reason.losses.aggregation import AGG_MODES
+    from jaxrl_reason.losses.policy import LOSS_TYPES
+    from jaxrl_reason.losses.regularizers import KL_KINDS
+
+    _require(config, "loss.loss_type", lambda v: v in LOSS_TYPES, f"one of {LOSS_TYPES}")
+    _require(config, "loss.agg_mode", lambda v: v in AGG_MODES, f"one of {AGG_MODES}")
+    _require(
+        config,
+        "loss.kl_kind",
+        lambda v: v in KL_KINDS,
+        f"one of {KL_KINDS} (k1 = kl, k2 = mse, k3 = low_var_kl)",
+    )
+    for key in ("loss.clip_low", "loss.clip_high"):
+        _require(config, key, lambda v: _is_number(v) and v >= 0, "a finite number >= 0")
+    _require(
+        config,
+        "loss.dual_clip",
+        lambda v: _is_number(v) and (v == 0 or v > 1),
+        "0 (off) or > 1 (verl's clip_ratio_c, e.g. 3.0)",
+    )
+    if config.loss.get("dual_clip", 0) and config.loss.get("loss_type", "ppo") == "gspo":
+        raise ConfigError(
+            f"loss.dual_clip={config.loss.dual_clip!r} with loss.loss_type='gspo': the dual "
+            "clip is only defined for ppo; set --config.loss.dual_clip=0"
+        )
+    for key in ("loss.kl_coef", "loss.entropy_coef", "loss.vf_coef"):
+        _require(config, key, _is_number, "a finite number")
+
+
+@register_validator
+def _check_eval_sizes(config, num_devices):
+    if "eval" not in config:
+        return
+    if config.get("eval_every", 0):
+        _require(
+            config,
+            "eval.num_prompts",
+            lambda v: _is_int(v) and v >= 1,
+            "an int >= 1 when eval_every > 0",
+            "set it, or --config.eval_every=0 to skip evaluation",
+        )
+    _require(config, "eval.batch_prompts", lambda v: _is_int(v) and v >= 1, "an int >= 1")

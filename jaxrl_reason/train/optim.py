@@ -14,7 +14,7 @@ update of the trained ones.
 Config (``cfg`` fields, all optional except ``learning_rate``)::
 
     learning_rate=1e-6  schedule="cosine"|"constant"  warmup_steps=0  total_steps=...
-    end_lr_ratio=0.0    b1=0.9  b2=0.999  eps=1e-8  weight_decay=0.0  max_grad_norm=1.0
+    end_lr_ratio=0.0    b1=0.9  b2=0.999  eps=1e-8  weight_decay=0.0  grad_clip=1.0 (0 = off)
     trainable="all"|"last_k"|"regex"  last_k=1  trainable_regex=""  layers_regex="layers"
     also_train_regex=""  decay_regex=""   (weight decay on leaves whose path matches;
                                             default: every leaf with ndim >= 2 outside norms)
@@ -29,6 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+#: ``optim.schedule`` names :func:`make_schedule` supports.
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: ``optim.trainable`` modes :func:`trainable_spec` supports.
+TRAINABLE_MODES: tuple[str, ...] = ("all", "last_k", "regex")
 
 # ---------------------------------------------------------------------------------------------
 # Paths.
@@ -405,7 +410,11 @@ def build_optimizer(cfg: Any, params: Any, *, total_steps: int | None = None) ->
         if s is not False
     }
     parts = []
-    max_norm = get("max_grad_norm", 1.0)
+    # Experiment configs call it ``grad_clip``; ``max_grad_norm`` (the older name) wins when
+    # both are set. 0 (or None) turns clipping off.
+    max_norm = get("max_grad_norm", None)
+    if max_norm is None:
+        max_norm = get("grad_clip", 1.0)
     if max_norm and max_norm > 0:
         parts.append(optax.clip_by_global_norm(max_norm))
     parts.append(

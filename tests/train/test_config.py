@@ -1,6 +1,7 @@
 """Config files, --config.x=y overrides, validation before compilation, launcher flags."""
 
 import json
+import os
 import textwrap
 
 import pytest
@@ -197,3 +198,102 @@ def test_parse_flags():
         parse_flags(["--config", "c.py", "--workdir", "w", "--bogus=1"])
     with pytest.raises(SystemExit):
         parse_flags(["--config", "c.py"])
+
+
+# --- field rules checked before anything loads (tiny_debug + one bad override each) ----------
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = f"{_REPO}/experiments/configs/tiny_debug.py"
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("train.ppo_epochs=0", "train.ppo_epochs"),
+        ("max_checkpoints=0", "max_checkpoints"),
+        ("optim.learning_rate=0.0", "optim.learning_rate"),
+        ("optim.learning_rate=-1e-3", "optim.learning_rate"),
+        ("optim.learning_rate=nan", "optim.learning_rate"),
+        ("optim.learning_rate=inf", "optim.learning_rate"),
+        ("optim.grad_clip=-1.0", "optim.grad_clip"),
+        ("optim.grad_clip=inf", "optim.grad_clip"),
+        ("optim.b1=1.0", "optim.b1"),
+        ("optim.b2=-0.1", "optim.b2"),
+        ("optim.weight_decay=-0.01", "optim.weight_decay"),
+        ("optim.weight_decay=nan", "optim.weight_decay"),
+        ("optim.schedule=linear", "optim.schedule"),
+        ("optim.warmup_steps=-1", "optim.warmup_steps"),
+        ("optim.trainable=last_layers", "optim.trainable"),
+        ("rollout.temperature=0.0", "rollout.temperature"),
+        ("rollout.max_new_tokens=0", "rollout.max_new_tokens"),
+        ("rollout.top_p=0.0", "rollout.top_p"),
+        ("rollout.top_p=1.5", "rollout.top_p"),
+        ("rollout.top_k=-1", "rollout.top_k"),
+        ("rollout.n_samples=0", "rollout.n_samples"),
+        ("rollout.batch_prompts=0", "rollout.batch_prompts"),
+        ("task.name=gsm8", "task.name"),
+        ("task.source=hub", "task.source"),
+        ("task.low=50", "task.low"),  # > task.high (99 -> set below)
+        ("task.ops=+/", "task.ops"),
+        ("task.ops=++", "task.ops"),
+        ("loss.loss_type=grpo", "loss.loss_type"),
+        ("loss.agg_mode=mean", "loss.agg_mode"),
+        ("loss.kl_kind=k4", "loss.kl_kind"),
+        ("loss.kl_kind=k2+", "loss.kl_kind"),
+        ("loss.clip_low=-0.2", "loss.clip_low"),
+        ("loss.clip_high=-0.1", "loss.clip_high"),
+        ("loss.dual_clip=0.5", "loss.dual_clip"),
+        ("loss.dual_clip=1.0", "loss.dual_clip"),
+        ("eval.num_prompts=0", "eval.num_prompts"),
+        ("eval.batch_prompts=0", "eval.batch_prompts"),
+    ],
+)
+def test_bad_field_is_rejected_naming_the_field(override, field):
+    extra = ["--config.task.high=20"] if field == "task.low" else []
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as e:
+        load_config(TINY, [f"--config.{override}", *extra])
+    assert "\n" not in str(e.value)
+
+
+def test_last_k_lower_bound_and_regex_mode():
+    with pytest.raises(ConfigError, match=r"optim\.last_k=0"):
+        load_config(TINY, ["--config.optim.trainable=last_k", "--config.optim.last_k=0"])
+    load_config(TINY, ["--config.optim.trainable=last_k", "--config.optim.last_k=1"])
+
+
+def test_dual_clip_with_gspo_is_rejected():
+    with pytest.raises(ConfigError, match=r"loss\.dual_clip.*gspo"):
+        load_config(TINY, ["--config.loss.loss_type=gspo", "--config.loss.dual_clip=3.0"])
+
+
+def test_eval_num_prompts_only_matters_when_evaluating():
+    load_config(TINY, ["--config.eval_every=0", "--config.eval.num_prompts=0"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.grad_clip=0.0",  # 0 = clipping off
+        "loss.dual_clip=3.0",
+        "loss.kl_kind=low_var_kl",
+        "rollout.top_k=0",
+        "task.source=tfds",
+        "task.name=math",
+        "optim.schedule=cosine",
+    ],
+)
+def test_good_edge_values_pass(override):
+    load_config(TINY, [f"--config.{override}"])
+
+
+def test_every_experiment_config_validates_unchanged():
+    import glob
+
+    files = sorted(
+        f
+        for f in glob.glob(f"{_REPO}/experiments/configs/*.py")
+        if os.path.basename(f) not in ("__init__.py", "common.py")
+    )
+    assert len(files) >= 7
+    for f in files:
+        load_config(f)

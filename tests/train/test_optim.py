@@ -190,3 +190,24 @@ def test_works_on_nnx_state_paths():
     assert float(jnp.abs(m.embed[...] - 1).max()) == 0.0
     assert float(jnp.abs(m.layers[...][0] - 1).max()) == 0.0
     assert float(jnp.abs(m.layers[...][1] - 1).min()) > 0.0
+
+
+@pytest.mark.parametrize("clip, want_norm", [(0.5, 0.5), (0.0, 200.0)])
+def test_config_grad_clip_is_the_clipping_norm_and_zero_turns_it_off(clip, want_norm):
+    # Experiment configs set optim.grad_clip (not max_grad_norm): it must take effect.
+    params = {"w": jnp.zeros((4,))}
+    opt = optim.build_optimizer(
+        ml_collections.ConfigDict(
+            dict(learning_rate=0.1, schedule="constant", grad_clip=clip, b1=0.0)
+        ),
+        params,
+    )
+    g = {"w": jnp.full((4,), 100.0)}  # global norm 200
+    _, state = opt.tx.update(g, opt.tx.init(params), params)
+    mus = [
+        leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+        if any(getattr(k, "name", None) == "mu" for k in path)
+    ]
+    assert len(mus) == 1  # with b1=0 Adam's first moment is the (clipped) gradient
+    np.testing.assert_allclose(float(jnp.linalg.norm(mus[0])), want_norm, rtol=1e-5)
