@@ -360,6 +360,7 @@ class LaunchArgs:
     resume: bool
     overrides: tuple[str, ...]
     print_config: bool = False
+    overwrite: bool = False
 
 
 def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
@@ -376,6 +377,11 @@ def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
         "--print-config",
         action="store_true",
         help="validate, print the resolved config as JSON and exit (loads no model)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a workdir that holds a run (deletes its metrics and checkpoints)",
     )
     args, rest = parser.parse_known_args(list(argv))
     overrides, unknown = [], []
@@ -394,8 +400,15 @@ def parse_flags(argv: Sequence[str], *, prog: str | None = None) -> LaunchArgs:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides: --config.KEY=VALUE)")
     if args.workdir is None and not args.print_config:
         parser.error("the following arguments are required: --workdir")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
     return LaunchArgs(
-        args.config, args.workdir, args.resume, tuple(overrides), bool(args.print_config)
+        args.config,
+        args.workdir,
+        args.resume,
+        tuple(overrides),
+        bool(args.print_config),
+        bool(args.overwrite),
     )
 
 

@@ -90,10 +90,11 @@ class Trainer:
 
         self.config = config
         self.workdir = workdir
-        self.model, self.tokenizer = build_model(config.model)
-        self.graphdef, params, self.rest = nnx.split(self.model, nnx.Param, ...)
+        # Tasks first: a data mistake fails in seconds, before a model loads.
         self.train_task = build_task(config.task, "train")
         self.eval_task = build_task(config.task, "test")
+        self.model, self.tokenizer = build_model(config.model)
+        self.graphdef, params, self.rest = nnx.split(self.model, nnx.Param, ...)
         self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
         self.loss_cfg = loss_config(config, self.model.config.num_layers)
         value_head = state_lib.init_value_head_for(config, self.model.config.hidden_size)
@@ -116,10 +117,12 @@ class Trainer:
             jax.tree.map(jnp.copy, self.state["params"]) if needs_reference(config) else None
         )
         self.step = 0
+        self.stopped_by_signal: str | None = None
         self.ckpt = Checkpointer(
             os.path.join(workdir, "checkpoints"),
             save_every=config.checkpoint_every,
             max_to_keep=config.get("max_checkpoints", 3),
+            handle_signals=False,  # run() owns the signals (StopSignal)
         )
         weights = {k: float(v) for k, v in config.reward.weights.items()}
         scorer_name = config.reward.get("step_scorer", "")
@@ -441,8 +444,16 @@ class Trainer:
         return path
 
     def run(self, writer=None) -> list[dict[str, float]]:
-        """Trains until ``total_steps`` (or a stop signal); returns the metrics rows written."""
+        """Trains until ``total_steps``; returns the metrics rows written.
+
+        A SIGTERM or SIGINT (:class:`jaxrl_reason.train.preemption.StopSignal`) finishes the
+        current step, saves a checkpoint, flushes the metrics and returns; a second signal
+        stops at once. ``train.max_nonfinite_updates`` consecutive skipped (non-finite)
+        updates stop the run with :class:`NonFiniteError` before anything is saved, so the
+        last checkpoint is the last good state.
+        """
         from jaxrl_reason.train.logging import RunWriter, progress_bar, update_bar
+        from jaxrl_reason.train.preemption import StopSignal
 
         cfg = self.config
         own_writer = writer is None
@@ -451,27 +462,41 @@ class Trainer:
         writer.write_config(cfg)
         rows = []
         bar = progress_bar(cfg.total_steps, initial=self.step)
+        max_bad = int(cfg.train.get("max_nonfinite_updates", 3))
+        bad_run = 0
+        self.stopped_by_signal = None
         try:
-            if self.step == 0 and cfg.get("eval_at_start", True) and cfg.eval_every:
-                m = {"step": 0, **self.evaluate(0)}
-                writer.write_metrics(0, m)
-                rows.append(m)
-            while self.step < cfg.total_steps:
-                m = self.train_step()
-                s = self.step
-                if cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.total_steps):
-                    m.update(self.evaluate(s))
-                if not all(math.isfinite(v) for v in m.values() if isinstance(v, float)):
-                    m["nonfinite_metrics"] = 1.0
-                writer.write_metrics(s, m)
-                writer.write_samples(s, self._last_samples)
-                rows.append(m)
-                update_bar(bar, m)
-                stop = self.ckpt.stop_requested
-                if self.ckpt.should_save(s) or stop or s == cfg.total_steps:
-                    self.ckpt.save(s, self.state, self.checkpoint_metadata())
-                if stop:
-                    break
+            with StopSignal() as stop:
+                if self.step == 0 and cfg.get("eval_at_start", True) and cfg.eval_every:
+                    m = {"step": 0, **self.evaluate(0)}
+                    writer.write_metrics(0, m)
+                    rows.append(m)
+                while self.step < cfg.total_steps:
+                    m = self.train_step()
+                    s = self.step
+                    bad_run = bad_run + 1 if m.get("update/nonfinite", 0.0) > 0 else 0
+                    if cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.total_steps):
+                        m.update(self.evaluate(s))
+                    if not all(math.isfinite(v) for v in m.values() if isinstance(v, float)):
+                        m["nonfinite_metrics"] = 1.0
+                    writer.write_metrics(s, m)
+                    writer.write_samples(s, self._last_samples)
+                    rows.append(m)
+                    update_bar(bar, m)
+                    if max_bad and bad_run >= max_bad:
+                        raise NonFiniteError(
+                            f"step {s}: {bad_run} consecutive RL steps produced non-finite "
+                            "updates (skipped; the weights are those of step "
+                            f"{s - bad_run}). The last checkpoint "
+                            f"({self.ckpt.latest_step()}) holds finite weights; lower "
+                            "optim.learning_rate or check the rewards, then --resume"
+                        )
+                    requested = stop.poll()
+                    if self.ckpt.should_save(s) or requested or s == cfg.total_steps:
+                        self.ckpt.save(s, self.state, self.checkpoint_metadata())
+                    if requested:
+                        self.stopped_by_signal = stop.signal_name or "stop request"
+                        break
             if self.step >= cfg.total_steps and cfg.get("export", True):
                 from jaxrl_reason.parallel import is_main_process
 
@@ -486,13 +511,21 @@ class Trainer:
         return rows
 
 
-def run_experiment(config: Any, workdir: str, *, resume: bool = False) -> list[dict[str, float]]:
-    """Builds a :class:`Trainer` and runs it (the body of ``experiments.train``)."""
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite updates; the message names the step and the fix."""
+
+
+def run_experiment(config: Any, workdir: str, *, resume: bool = False, return_trainer=False):
+    """Builds a :class:`Trainer` and runs it (the body of ``experiments.train``).
+
+    Returns the metrics rows, or ``(rows, trainer)`` with ``return_trainer``.
+    """
     trainer = Trainer(config, workdir, resume=resume)
     try:
-        return trainer.run()
+        rows = trainer.run()
     finally:
         trainer.ckpt.close()
+    return (rows, trainer) if return_trainer else rows
 
 
-__all__: Sequence[str] = ["Trainer", "run_experiment"]
+__all__: Sequence[str] = ["NonFiniteError", "Trainer", "run_experiment"]

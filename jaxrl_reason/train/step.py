@@ -210,6 +210,11 @@ def split_micro(batch: Batch, num_micro: int) -> Batch:
     return jax.tree.map(f, batch)
 
 
+def _all_finite(tree: Any) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def make_update_fn(
     graphdef: Any,
     optimizer: optax.GradientTransformation,
@@ -251,6 +256,17 @@ def make_update_fn(
         updates, new_opt = optimizer.update(grads, opt_state, trainable, loss=metrics["loss"])
         new_params, new_vh = optax.apply_updates(trainable, updates)
         metrics["grad_norm"] = optax.global_norm(grads)
+        # A finite gradient can still make non-finite weights (a NaN or huge learning rate, a
+        # degenerate second moment): such an update is dropped whole, weights and optimiser
+        # state, and flagged, so nothing non-finite is ever written into the state.
+        finite = _all_finite((new_params, new_vh))
+        new_params, new_vh, new_opt = jax.lax.cond(
+            finite,
+            lambda: (new_params, new_vh, new_opt),
+            lambda: (params, value_head, opt_state),
+        )
+        applied = finite & jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        metrics["update/nonfinite"] = 1.0 - applied.astype(jnp.float32)
         return new_params, new_vh, new_opt, metrics
 
     return update

@@ -16,13 +16,24 @@ CONFIG = os.path.join(
 TIMING_PREFIXES = ("time/", "throughput/")
 
 
-def _run(workdir, total_steps, resume=False):
-    # The entropy bonus gives every step a non-zero gradient even when the tiny random model
-    # earns no reward, so equal parameters after resume mean something.
+# What carries the gradient in these runs: a dense reward the tiny random model earns
+# (self-certainty: every row differs, so the policy-gradient loss is non-zero), the KL term to
+# the reference policy, the exploration bonus (its answer history is checkpointed) and an
+# entropy bonus.
+DENSE = [
+    "--config.reward.weights.self_certainty=1.0",
+    "--config.reward.weights.explore=0.2",
+    "--config.loss.kl_coef=0.1",
+    "--config.loss.entropy_coef=0.01",
+]
+
+
+def _run(workdir, total_steps, resume=False, extra=()):
     overrides = [
         f"--config.total_steps={total_steps}",
         "--config.eval_every=2",
-        "--config.loss.entropy_coef=0.01",
+        *DENSE,
+        *extra,
     ]
     cfg = load_config(CONFIG, overrides)
     return run_experiment(cfg, str(workdir), resume=resume)
@@ -57,6 +68,12 @@ def test_resume_is_exact(tmp_path):
     assert [r["step"] for r in m_part] == [1, 2, 3, 4]
     assert m_full == m_part
     assert all(r["grad_norm"] > 0 for r in m_full)
+    # The losses that carry the gradient are non-zero, so equality means something: the KL
+    # to the (initial) reference after resume included (a resumed run once took its restored
+    # weights as the reference, and its KL dropped to 0 at step 3).
+    for r in m_full[1:]:
+        assert r["actor/pg_loss"] != 0.0 and r["actor/kl"] > 0.0
+    assert m_part[2]["actor/kl"] == m_full[2]["actor/kl"] > 0.0
     s_full, p_full, meta_full = _params(full)
     s_part, p_part, meta_part = _params(part)
     assert s_full == s_part == 4
