@@ -27,12 +27,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 # Fast default suite (slow tests are marked and skipped; `make test-all` runs them).
+# ruff, the layering contracts (import-linter, pyproject.toml), then the tests.
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
