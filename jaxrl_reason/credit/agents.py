@@ -7,7 +7,7 @@ tokens carry ``response_mask == 0``, so they get no advantage. Per-turn inputs a
 one masked token, and must be a prefix of each row.
 
 Registered estimators: ``gigpo``, ``igpo``. Formulas and worked examples:
-``research/trees_agents.md`` sections 4 (GiGPO) and 5 (IGPO).
+``docs/algorithms.md`` (TA) sections 4 (GiGPO) and 5 (IGPO).
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def igpo(
     """IGPO turn advantages: group-normalised turn rewards, discounted over later turns.
 
     Turn rewards from :func:`igpo_turn_rewards`; normalised within the prompt group
-    (``research/trees_agents.md`` 5; new authors' code ``_compute_turn_level_advantage``)::
+    (``docs/algorithms.md`` (TA) 5; new authors' code ``_compute_turn_level_advantage``)::
 
       rhat = (r - mean) / (sqrt(var_pop + 1e-8) + 1e-6)
         norm="joint"   : one pool per group (all turns of all rollouts; code default)

@@ -5,7 +5,7 @@ on the host / sampler side): ``V(s_k) = mean outcome of K_mc continuations from 
 that ends before step k``. These functions turn them into advantages under ``jit``.
 
 Registered estimators: ``vineppo``, ``spo_chain``. Building block: :func:`mc_step_advantages`.
-Formulas and worked examples: ``research/process_credit.md`` sections 3 (VinePPO) and 4a
+Formulas and worked examples: ``docs/algorithms.md`` (PC) sections 3 (VinePPO) and 4a
 (SPO-chain).
 """
 

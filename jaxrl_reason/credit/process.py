@@ -14,7 +14,7 @@ Conventions shared with the rest of ``credit``:
 * The scalar outcome of a row is ``outcome`` when given, else ``sum_t token_rewards[b, t]``
   over the mask (a verifier reward placed on the last token, as ``credit`` does everywhere).
 
-Formulas, defaults and worked examples: ``research/process_credit.md`` sections 1, 2, 5.
+Formulas, defaults and worked examples: ``docs/algorithms.md`` (PC) sections 1, 2, 5.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def implicit_process_rewards(
 
     Free Process Rewards (Yuan et al. 2024, arXiv 2412.01981): a causal LM ``pi_phi`` trained
     only with outcome labels defines ``r_phi(y_t) = beta log pi_phi(y_t|y_<t) / pi_ref(...)``;
-    its prefix sums are soft Q-values (``research/process_credit.md`` 1a).
+    its prefix sums are soft Q-values (``docs/algorithms.md`` (PC) 1a).
 
     Args:
       logp, ref_logp: float ``[B, T]`` log-probs of the sampled tokens under the PRM and the
@@ -224,7 +224,7 @@ def prime(
     """PRIME advantages: implicit process rewards plus outcome reward, leave-one-out baselines.
 
     Paper form (``variant="paper"``, default; PRIME arXiv 2502.01456, advantage equation of
-    the method section, quoted in ``research/process_credit.md`` 1b)::
+    the method section, quoted in ``docs/algorithms.md`` (PC) 1b)::
 
       A_t^i = sum_{s>=t} gamma^{s-t} [ r(y_s^i) - mean_{j != i} rbar(y^j) ]
               + r_o(y^i) - mean_{j != i} r_o(y^j)
@@ -372,7 +372,7 @@ def pure(
     """PURE advantages: softmin-transformed process rewards plus a verifiable reward (RLOO).
 
     The paper's body was not available; the two official code paths are implemented
-    (``research/process_credit.md`` 2b, 2c). Steps: step s of row b is the tokens with
+    (``docs/algorithms.md`` (PC) 2b, 2c). Steps: step s of row b is the tokens with
     ``segment_id == s``; its reward sits on its last masked token (the "closing" token).
 
     ``variant="main"`` (OpenRLHF branch, the paper's experiments, default)::

@@ -1,6 +1,6 @@
 """Tree-structured rollouts: node values and node advantages, broadcast to tokens.
 
-Layout (``research/trees_agents.md`` section 0). One padded forest over ``N`` nodes:
+Layout (``docs/algorithms.md`` (TA) section 0). One padded forest over ``N`` nodes:
 
 * ``parent int32[N]``: parent node id, ``-1`` for a root. A prompt's rollouts form one tree
   under a *virtual root* (empty segment, the prompt) so "root" means the whole forest of that
@@ -258,7 +258,7 @@ def treerl_node_advantages(
 ) -> tuple[Array, Array]:
     """TreeRL / EPTree node advantages (Hou et al., ACL 2025, arXiv 2506.11902).
 
-    Paper form (``variant="paper"``; ``research/trees_agents.md`` 1.2)::
+    Paper form (``variant="paper"``; ``docs/algorithms.md`` (TA) 1.2)::
 
       V(s) = mean of leaf rewards below s;  G_A = V(s) - V(root);  L_A = V(s) - V(parent(s))
       R(s) = (G_A + L_A) / sqrt(|L(s)|)

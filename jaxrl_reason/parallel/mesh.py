@@ -1,6 +1,6 @@
 """Device meshes from config: axes ``("data", "fsdp", "tensor")``.
 
-One :class:`jax.sharding.Mesh` serves the whole program (``shared/DESIGN.md`` §5):
+One :class:`jax.sharding.Mesh` serves the whole program (``docs/scaling.md``):
 
 - ``data``: pure data parallelism (parameters replicated, batch split);
 - ``fsdp``: fully-sharded data parallelism (batch split *and* parameters / optimiser state

@@ -2,7 +2,7 @@
 
 Song, Kempe, Munos, "Outcome-based Exploration for LLM Reasoning" (arXiv 2509.06941). The
 formulas come from secondary copies of the paper (see ``docs/exploration.md`` and
-``shared/research/exploration_labelfree_eval.md`` section 1); no official code exists.
+the project's research notes on exploration); no official code exists.
 
 For question ``x`` with ``G`` samples, canonical answers ``a_i`` and GRPO advantages
 ``Ahat_i``::

@@ -1,7 +1,7 @@
 """Label-free rewards: self-certainty, answer confidence, semantic clusters, majority vote, format.
 
 Each reward needs no gold answer. Formulas, sources and worked examples:
-``shared/research/exploration_labelfree_eval.md`` sections 3-4 and ``docs/exploration.md``.
+``docs/exploration.md``.
 
 * Self-certainty (INTUITOR, Zhao et al. arXiv 2505.19590): ``mean_t KL(U || p_t)``.
 * Answer confidence (CRew, Du et al. arXiv 2510.13501): mean probability of the answer tokens.

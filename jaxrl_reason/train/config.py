@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-# Keys every experiment config defines (``shared/DESIGN.md`` §6, issue 5).
+# Keys every experiment config defines.
 COMMON_KEYS: tuple[str, ...] = ("seed", "total_steps", "eval_every", "checkpoint_every")
 
 _TRUE = ("1", "true", "yes", "on")

@@ -1,6 +1,6 @@
 """The run directory: config.json, metrics.jsonl, TensorBoard events, samples, PNG curves.
 
-Layout of ``workdir`` (``shared/DESIGN.md`` §6)::
+Layout of ``workdir`` (``docs/design.md``)::
 
     config.json      the resolved config
     metrics.jsonl    one JSON object per logged step: {"step": 3, "reward/mean": 0.41, ...}

@@ -1,6 +1,6 @@
 """GPU Pallas path (Triton lowering), ``interpret=True`` on CPU for tests.
 
-Triton constraints honoured here (see ``/work/shared/GPU.md`` and
+Triton constraints honoured here (measured on an H100, see ``docs/performance.md``, and
 ``jax/_src/pallas/triton/lowering.py``): every load/store and every ``dot`` operand has a
 power-of-two size and each ``dot`` dimension is at least 16. The hidden axis is therefore
 sliced into ``bd``-wide pieces (896 = 7 x 128, 576 = 9 x 64) instead of loaded whole, and
