@@ -140,3 +140,41 @@ def test_print_config_validates_and_prints_json_without_a_model():
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert "algo.estimator='pure' needs the input 'step_scores'" in bad.stderr
+
+
+ALL_CONFIGS = sorted(
+    p
+    for p in glob.glob(os.path.join(CONFIGS, "*.py"))
+    if os.path.basename(p) not in ("__init__.py", "common.py")
+)
+
+
+def _data_overrides(path):
+    cfg = load_config(path, validate_config=False)
+    if cfg.task.name != "gsm8k":
+        return []
+    from tests.shared_data import require
+
+    return ["--config.task.source=local", f"--config.task.data_dir={require('gsm8k')}"]
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=os.path.basename)
+def test_every_config_validates_with_tiny_debug_or_names_its_missing_strategy(path):
+    raw = load_config(path, TINY + _data_overrides(path), validate_config=False)
+    if raw.rollout.get("strategy", "group") in strategies.strategy_names():
+        load_config(path, TINY + _data_overrides(path))
+    else:
+        with pytest.raises(ConfigError, match="is not a registered strategy"):
+            load_config(path, TINY + _data_overrides(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=os.path.basename)
+def test_every_runnable_config_trains_one_step_with_tiny_debug(path, tmp_path):
+    from jaxrl_reason.train.loop import run_experiment
+
+    raw = load_config(path, TINY + _data_overrides(path), validate_config=False)
+    if raw.rollout.get("strategy", "group") not in strategies.strategy_names():
+        pytest.skip(f"rollout.strategy={raw.rollout.strategy!r} is not built yet")
+    rows = run_experiment(load_config(path, TINY + _data_overrides(path)), str(tmp_path))
+    assert len(rows) == 1 and np.isfinite(rows[0]["loss"])
