@@ -67,6 +67,12 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
         assert {"reward/explore", "reward/ttrl", "accuracy", "loss", "kl", "entropy"} <= set(r)
         # Self-certainty from the kernel is a KL divergence: finite and >= 0.
         assert 0.0 <= r["reward/self_certainty"] < np.log(49152)
+        # ... and not the entropy (the kernel's second output): a near-uniform random policy
+        # has entropy ~log V and self-certainty KL(U || p) near 0.
+        assert r["reward/self_certainty"] < 0.25 * r["entropy"], (
+            r["reward/self_certainty"],
+            r["entropy"],
+        )
         assert "distinct_answers" in r
     assert "eval/accuracy" in rows[-1] and "eval/pass@2" in rows[-1]
     files = set(os.listdir(tmp_path))
