@@ -157,7 +157,7 @@ MUTANTS: list[Mutant] = [
         STEP,
         "acc = jax.tree.map(lambda a, b: a + b / num_micro, acc, g)",
         "acc = jax.tree.map(lambda a, b: a + b, acc, g)",
-        (T_STEP,),
+        (T_CONTRACT, T_STEP),
     ),
     # ---- losses ----------------------------------------------------------------------------
     Mutant(

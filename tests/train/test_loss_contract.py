@@ -337,3 +337,26 @@ def test_trainer_recomputes_the_sampler_logprobs_and_ratio_one(model, rollout):
         np.testing.assert_allclose(metrics[k], 1.0, atol=5e-5, err_msg=k)
     np.testing.assert_allclose(metrics["actor/ppo_kl"], 0.0, atol=2e-5)
     assert float(metrics["actor/pg_clipfrac"]) == 0.0
+
+
+def test_micro_batched_update_averages_micro_batch_gradients(model):
+    """Two micro-batches: SGD moves along minus the *mean* of the two halves' gradients."""
+    import optax
+
+    batch, _ = _batch(model, seed=2)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.with_extra_args_support(optax.sgd(0.1))
+    upd = jax.jit(step_lib.make_update_fn(graphdef, tx, CFG, 2))
+    new, _, _, _ = upd(params, None, tx.init((params, None)), batch)
+
+    def half_grad(sl):
+        h = {k: v[sl] for k, v in batch.items()}
+        return jax.grad(lambda p: _jnp_loss(nnx.merge(graphdef, p, rest), h))(params)
+
+    g0, g1 = half_grad(slice(0, 2)), half_grad(slice(2, 4))
+    want = jax.tree.map(lambda p, a, b: p - 0.1 * (a + b) / 2, params, g0, g1)
+    for a, b, p in zip(
+        jax.tree.leaves(new), jax.tree.leaves(want), jax.tree.leaves(params), strict=True
+    ):
+        step = np.abs(np.asarray(b) - np.asarray(p)).max()
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3 * step + 1e-7)
