@@ -62,7 +62,9 @@ T_PROCESS = "tests/credit/test_process.py"
 T_OUTCOME = "tests/credit/test_outcome.py"
 T_OUTCOME_VERL = "tests/credit/test_outcome_verl.py"
 T_KERNEL = "tests/kernels/test_token_logprob.py"
-T_LOOP = "tests/train/test_loop.py"
+# The loop test that runs a tiny experiment with exploration, TTRL and self-certainty rewards,
+# then resumes a Trainer from its checkpoint.
+T_LOOP = "tests/train/test_loop.py::test_tiny_run_with_exploration_and_ttrl_resumes_history"
 T_RESUME = "tests/train/test_resume.py"
 
 MUTANTS: list[Mutant] = [
@@ -86,7 +88,7 @@ MUTANTS: list[Mutant] = [
         LOOP,
         "_, _, sc = kernels.token_logprob(",
         "_, sc, _ = kernels.token_logprob(",
-        (T_KERNEL, T_LOOP),
+        (T_LOOP,),
     ),
     Mutant(
         "grpo_eps_in_sqrt",
@@ -107,7 +109,14 @@ MUTANTS: list[Mutant] = [
         LOOP,
         'if self.history is not None and "answer_history" in restored.metadata:',
         'if False and self.history is not None and "answer_history" in restored.metadata:',
-        (T_RESUME, T_LOOP),
+        (T_LOOP, T_RESUME),
+    ),
+    Mutant(
+        "kernel_self_certainty_drops_log_v",
+        "jaxrl_reason/kernels/token_logprob/_common.py",
+        "sc = lse - stats.zsum / vocab - math.log(vocab)",
+        "sc = lse - stats.zsum / vocab",
+        (T_KERNEL + "::test_self_certainty_against_numpy_on_random_logits",),
     ),
     # ---- train/step.py -------------------------------------------------------------------
     Mutant(
