@@ -422,10 +422,10 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"| {'mutant':45s} | {'file':36s} | {'result':8s} | {'s':>4s} |")
-    print(f"|{'-' * 47}|{'-' * 38}|{'-' * 10}|{'-' * 6}|")
+    print(f"| {'mutant':45s} | {'file':46s} | {'result':8s} | {'s':>4s} |")
+    print(f"|{'-' * 47}|{'-' * 48}|{'-' * 10}|{'-' * 6}|")
     for m, status, secs, _ in rows:
-        print(f"| {m.name:45s} | {m.file:36s} | {status:8s} | {secs:4.0f} |")
+        print(f"| {m.name:45s} | {m.file:46s} | {status:8s} | {secs:4.0f} |")
     live = [r for r in rows if r[1] != "STALE"]
     killed = sum(r[1].startswith("KILLED") for r in live)
     stale = len(rows) - len(live)
