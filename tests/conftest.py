@@ -17,3 +17,7 @@ _cache = os.environ.get(
 if _cache != "0":
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+# tests/mutation holds a script (run_mutations.py) that plants bugs in a copy of the repo
+# and runs other test files against them; it is not a test module.
+collect_ignore = ["mutation"]

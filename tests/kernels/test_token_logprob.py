@@ -266,3 +266,29 @@ def test_vocab_smaller_than_chunk_and_single_token():
 def test_plan_is_static_and_hashable():
     p = xla.plan(1.0, False, 64)
     assert hash(p) == hash(dataclasses.replace(p))
+
+
+@pytest.mark.parametrize("impl", [None, "reference", "xla"])
+def test_self_certainty_against_numpy_on_random_logits(impl):
+    """Third output = ``mean_v KL(U || p) = -log V - mean_v log p_v`` (float64 numpy), at a
+    temperature != 1, and it is not the entropy (which it would equal by a wrong index)."""
+    rng = np.random.default_rng(0)
+    n, d, v, temp = 24, 16, 300, 0.8
+    h = rng.normal(size=(n, d)).astype(np.float32)
+    w = (rng.normal(size=(d, v)) * 1.5 / math.sqrt(d)).astype(np.float32)
+    w[:, :5] *= 4.0  # a few dominant tokens: far from uniform
+    y = rng.integers(0, v, n).astype(np.int32)
+    lp, ent, sc = jax.jit(
+        functools.partial(token_logprob, impl=impl, with_self_certainty=True, temperature=temp)
+    )(h, w, y)
+    z = (h.astype(np.float64) @ w.astype(np.float64)) / temp
+    logp = z - z.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    want_sc = -np.log(v) - logp.mean(-1)
+    want_ent = -(np.exp(logp) * logp).sum(-1)
+    np.testing.assert_allclose(sc, want_sc, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ent, want_ent, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lp, logp[np.arange(n), y], rtol=1e-5, atol=1e-5)
+    # Entropy and self-certainty differ by much more than the tolerance on every row.
+    assert np.min(np.abs(want_sc - want_ent)) > 0.1
+    assert np.all(want_sc > 0)

@@ -13,10 +13,11 @@ from jaxrl_reason import losses
 LN2 = float(np.log(2.0))
 
 
-# Three tokens with ratios 2, 0.5, 1 and advantages +1, -1, +1 (eps 0.2):
-#   t0: max(-2, -1.2)  = -1.2 (clipped),  t1: max(0.5, 0.8) = 0.8 (clipped),  t2: -1.
-LOGP = jnp.log(jnp.array([[2.0, 0.5, 1.0]]))
-OLD = jnp.zeros((1, 3))
+# Three tokens with ratios 2, 0.5, 1.1 and advantages +1, -1, +1 (eps 0.2):
+#   t0: max(-2, -1.2)  = -1.2 (clipped),  t1: max(0.5, 0.8) = 0.8 (clipped),  t2: -1.1.
+# The old log-probs are not zero, so swapping logp and old_logprobs changes every ratio.
+OLD = jnp.array([[-1.0, -2.0, -0.5]])
+LOGP = OLD + jnp.log(jnp.array([[2.0, 0.5, 1.1]]))
 ADV = jnp.array([[1.0, -1.0, 1.0]])
 MASK = jnp.ones((1, 3))
 
@@ -25,11 +26,12 @@ class PolicyLossTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_ppo_hand_values(self):
         loss, met = self.variant(losses.policy_loss)(LOGP, OLD, ADV, MASK)
-        np.testing.assert_allclose(loss, -1.4 / 3, rtol=1e-6)
+        np.testing.assert_allclose(loss, -1.5 / 3, rtol=1e-6)
         np.testing.assert_allclose(met["pg_clipfrac"], 2 / 3, rtol=1e-6)
-        np.testing.assert_allclose(met["ppo_kl"], 0.0, atol=1e-7)  # -(ln 2 + ln .5 + 0) / 3
+        # mean(old - logp) = -(ln 2 + ln .5 + ln 1.1) / 3 = -ln(1.1) / 3
+        np.testing.assert_allclose(met["ppo_kl"], -np.log(1.1) / 3, rtol=1e-5)
         np.testing.assert_allclose(met["pg_clipfrac_lower"], 0.0)
-        np.testing.assert_allclose(met["ratio_mean"], 3.5 / 3, rtol=1e-6)
+        np.testing.assert_allclose(met["ratio_mean"], 3.6 / 3, rtol=1e-6)
         np.testing.assert_allclose(met["ratio_min"], 0.5, rtol=1e-6)
         np.testing.assert_allclose(met["ratio_max"], 2.0, rtol=1e-6)
         assert loss.dtype == jnp.float32
@@ -38,7 +40,7 @@ class PolicyLossTest(chex.TestCase):
     def test_gradient_zero_on_clipped_tokens(self):
         grad = self.variant(jax.grad(lambda lp: losses.policy_loss(lp, OLD, ADV, MASK)[0]))(LOGP)
         # d(-A r)/dlogp = -A r on the unclipped token, over 3 tokens.
-        np.testing.assert_allclose(grad, [[0.0, 0.0, -1.0 / 3]], atol=1e-7)
+        np.testing.assert_allclose(grad, [[0.0, 0.0, -1.1 / 3]], atol=1e-6)
         # A > 0 with a small ratio (and A < 0 with a large one) is NOT clipped: pessimism.
         lp = jnp.log(jnp.array([[0.5, 1.5]]))
         a = jnp.array([[1.0, -1.0]])

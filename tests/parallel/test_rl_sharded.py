@@ -21,7 +21,8 @@ def report(tmp_path_factory):
 
 
 def test_reference_step_has_signal(report):
-    # Non-zero GRPO advantages and a non-zero gradient: the comparison below is not vacuous.
+    # Non-zero GRPO advantages, gradient and KL-to-reference (kl_coef and entropy_coef are
+    # on in every sharded step): the comparisons below are not vacuous.
     _check(report, "device_count")
     _check(report, "reference")
 
@@ -37,6 +38,11 @@ def test_sampler_on_mesh_gives_the_same_greedy_tokens(report):
     _check(report, "sampler_data2_fsdp2_tensor2")
 
 
+def test_sampler_on_mesh_gives_the_same_sampled_tokens(report):
+    # temperature 0.8, top-k 40, top-p 0.9, n = 2: per-row keys make sharding invisible.
+    _check(report, "sampler_sampled_data2_fsdp2_tensor2")
+
+
 def test_train_state_saved_under_fsdp8_restores_under_fsdp4_tensor2(report):
     _check(report, "restore_fsdp4_tensor2")
 
@@ -49,6 +55,7 @@ def test_slow_sampler_meshes_and_training_after_restore(tmp_path):
         "sampler_fsdp4_tensor2",
         "restore_fsdp4_tensor2",
         "restore_data8",
+        "value_head_fsdp4_tensor2",  # PPO value head + KL + entropy, sharded vs one device
     ):
         _check(results, name)
 

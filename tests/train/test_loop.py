@@ -40,6 +40,12 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
         assert {"reward/explore", "reward/ttrl", "accuracy", "loss", "kl", "entropy"} <= set(r)
         # Self-certainty from the kernel is a KL divergence: finite and >= 0.
         assert 0.0 <= r["reward/self_certainty"] < np.log(49152)
+        # ... and not the entropy (the kernel's second output): a near-uniform random policy
+        # has entropy ~log V and self-certainty KL(U || p) near 0.
+        assert r["reward/self_certainty"] < 0.25 * r["entropy"], (
+            r["reward/self_certainty"],
+            r["entropy"],
+        )
         assert "distinct_answers" in r
     assert "eval/accuracy" in rows[-1] and "eval/pass@2" in rows[-1]
     files = set(os.listdir(tmp_path))
@@ -62,6 +68,9 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     exported, tok = load_pretrained(str(tmp_path / "export"))
     assert tok is not None
     trainer = Trainer(cfg, str(tmp_path), resume=True)
+    # Resuming restores the exploration answer history, not a fresh one.
+    assert meta["answer_history"], meta
+    assert json.loads(json.dumps(trainer.history.state_dict())) == meta["answer_history"]
     tokens = np.arange(10, dtype=np.int32).reshape(2, 5)
     np.testing.assert_allclose(exported(tokens), trainer.policy()(tokens), rtol=1e-5, atol=1e-5)
 
