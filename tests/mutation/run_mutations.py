@@ -107,9 +107,35 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "loop_resume_drops_answer_history",
         LOOP,
-        'if self.history is not None and "answer_history" in restored.metadata:',
-        'if False and self.history is not None and "answer_history" in restored.metadata:',
+        'if "answer_history" in restored.metadata:',
+        'if False and "answer_history" in restored.metadata:',
         (T_LOOP, T_RESUME),
+    ),
+    Mutant(
+        # The KL reference must be the configured model, never the restored weights: the bug
+        # of a resumed run with KL on took its reference from the restored weights.
+        "loop_kl_reference_from_restored_weights",
+        LOOP,
+        "                self.step = int(restored.step)\n",
+        "                self.step = int(restored.step)\n"
+        "                if self.ref_params is not None:\n"
+        '                    self.ref_params = jax.tree.map(jnp.copy, self.state["params"])\n',
+        (T_RESUME,),
+    ),
+    Mutant(
+        "bonus_added_before_the_estimator",
+        "jaxrl_reason/train/phases.py",
+        "        adv = adv + np.asarray(bonus, np.float32)[:, None] * np.asarray(traj.loss_mask)",
+        "        adv = adv + 0.5 * np.asarray(bonus, np.float32)[:, None]"
+        " * np.asarray(traj.loss_mask)",
+        ("tests/train/test_phases.py",),
+    ),
+    Mutant(
+        "credit_advantages_not_masked",
+        "jaxrl_reason/train/phases.py",
+        "        return adv.astype(jnp.float32) * m, ret.astype(jnp.float32) * m",
+        "        return adv.astype(jnp.float32) + (1 - m), ret.astype(jnp.float32) * m",
+        ("tests/train/test_phases.py",),
     ),
     Mutant(
         "kernel_self_certainty_drops_log_v",
