@@ -247,6 +247,11 @@ def first_error_step(response: str, steps: list[int]) -> int:
 class ArithChainTask(Task):
     """Chains of ``+ - *`` on small integers, answered one operation per line.
 
+    The defaults (lengths 1-3 interleaved, operands 1-9, ``+ -``, :data:`DEFAULT_TEMPLATE`)
+    are a mix SmolLM2-135M-Instruct answers 24 % of greedily (54 % / 0 % / 17 % by length;
+    ``experiments/arith_chain_base.py``), a curriculum with room for RL.
+    ``lengths=(1,), low=10, high=99, ops="+"`` are exactly the arithmetic task's sums.
+
     ``Example.meta``: ``start`` (int), ``ops`` (list of ``"+"``/``"-"``/``"*"``),
     ``operands`` (list of int) and ``steps`` (list of int: the value after each operation; the
     last is the answer), all of length ``S`` = the chain length.
