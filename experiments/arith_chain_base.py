@@ -11,6 +11,19 @@ are decoded greedily in one :func:`jaxrl_reason.eval.runner.evaluate_policy` cal
 and the table gives, per setting: final-answer accuracy (the task's verifier), mean step
 accuracy (the oracle :meth:`ArithChainTask.step_labels`), the fraction of responses with all
 steps right, mean response length in tokens and the truncation rate.
+
+Measured (SmolLM2-135M-Instruct, greedy, 96 new tokens, the default template, no system turn;
+final-answer accuracy / oracle step accuracy; n=24 per cell for ``+-``, 16 for ``+-*``):
+
+| ops | operands | L=1 | L=2 | L=3 | L=4 | L=5 |
+|---|---|---|---|---|---|---|
+| +- | 1-9 | 54 / 62 | 0 / 29 | 17 / 19 | 0 / 16 | 4 / 10 |
+| +- | 10-99 | 12 / 12 | 0 / 0 | 0 / 3 | 0 / 2 | 0 / 2 |
+| +-* | 1-9 | 56 / 75 | 12 / 47 | 19 / 19 | 6 / 25 | 6 / 20 |
+| +-* | 10-99 | 19 / 19 | 0 / 0 | 0 / 4 | 0 / 2 | 0 / 0 |
+
+The default mix (lengths 1, 2, 3 interleaved, 1-9, ``+-``; ``--mix 1,2,3 --n 96 --ranges 1-9``):
+24.0 % final, 38.9 % step accuracy, 54 tokens per response, 2 % truncated.
 """
 
 from __future__ import annotations
