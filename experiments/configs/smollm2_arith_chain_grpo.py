@@ -1,8 +1,16 @@
-"""GRPO on ``arith_chain`` (generated chains of + and - on 1-digit numbers, one operation per
-line), the step-credit testbed: every example knows its intermediate values.
+"""GRPO, SmolLM2-135M-Instruct, ``arith_chain``: 1-3 chained ``+``/``-`` on 1-digit operands.
 
-Provisional defaults (lengths 1-2, operands 1-9); the measured base accuracy is in
-docs/results.md.
+The problems (``Compute step by step. Start with 7. Add 1, then subtract 5. Write one equation
+per line, then #### followed by the final answer.``) carry their true intermediate values, so
+the oracle step labels (``ArithChainTask.step_labels``) are available for process rewards.
+Lengths 1, 2, 3 are interleaved: length 1 is the easy end of the curriculum.
+
+Measured base accuracy of SmolLM2-135M-Instruct (greedy, held-out prompts,
+``python -m experiments.arith_chain_base --n 96 --mix 1,2,3 --ranges 1-9``): **24.0 %** final
+answers on this mix (oracle step accuracy 38.9 %); per length (n=24 each, ``--n 24
+--ranges 1-9``): 54 % / 0 % / 17 % for 1 / 2 / 3 operations. Greedy responses average 54 tokens
+(2 % reach 96): ``max_new_tokens = 96``. The model's usual mistake is to apply every operation
+to the start value instead of the running result, which is what the step labels expose.
 """
 
 from experiments.configs.common import base_config
@@ -11,10 +19,16 @@ from experiments.configs.common import base_config
 def get_config():
     c = base_config()
     c.task.name = "arith_chain"
-    c.task.lengths = (1, 2)
+    c.task.lengths = (1, 2, 3)
     c.task.low = 1
     c.task.high = 9
     c.task.ops = "+-"
-    c.task.template = ""  # the task's own: one operation per line, then "#### answer"
-    c.rollout.max_new_tokens = 64
+    c.task.seed = 0
+    c.task.system_prompt = ""  # the chat template's default system turn
+    c.task.template = (
+        "Compute step by step. {problem} Write one equation per line, "
+        "then #### followed by the final answer."
+    )
+    c.rollout.max_new_tokens = 96
+    c.train.micro_batch_size = 16
     return c

@@ -39,6 +39,7 @@ from jaxrl_reason.data.base import Example, Task
 __all__ = [
     "DEFAULT_TEMPLATE",
     "ArithChainTask",
+    "chain_expression",
     "chain_split",
     "describe_chain",
     "first_error_step",
@@ -51,8 +52,8 @@ _OPS = ("+", "-", "*")
 _WORDS = {"+": "add {b}", "-": "subtract {b}", "*": "multiply by {b}"}
 #: The default user prompt: ``{problem}`` is the chain in words (:func:`describe_chain`).
 DEFAULT_TEMPLATE = (
-    "{problem} Work one operation per line, like `37 + 25 = 62`, "
-    "then give the final answer after ####."
+    "Compute step by step. {problem} Write one equation per line, "
+    "then #### followed by the final answer."
 )
 #: Default number of problems per split when ``num_examples`` is None.
 _DEFAULT_NUM = {"train": 10_000, "test": 1_000}
@@ -153,6 +154,15 @@ def describe_chain(start: int, ops: list[str], operands: list[int]) -> str:
     return f"Start with {start}. {text[0].upper()}{text[1:]}."
 
 
+def chain_expression(start: int, ops: list[str], operands: list[int]) -> str:
+    """The chain as a left-nested expression: ``((37 + 25) * 3) - 14`` (``37 + 25`` for one
+    operation)."""
+    expr = str(start)
+    for k, (op, b) in enumerate(zip(ops, operands, strict=True)):
+        expr = f"({expr} {op} {b})" if k < len(ops) - 1 else f"{expr} {op} {b}"
+    return expr
+
+
 # --------------------------------------------------------------------------------------------
 # Responses: steps, their values and labels.
 
@@ -237,6 +247,11 @@ def first_error_step(response: str, steps: list[int]) -> int:
 class ArithChainTask(Task):
     """Chains of ``+ - *`` on small integers, answered one operation per line.
 
+    The defaults (lengths 1-3 interleaved, operands 1-9, ``+ -``, :data:`DEFAULT_TEMPLATE`)
+    are a mix SmolLM2-135M-Instruct answers 24 % of greedily (54 % / 0 % / 17 % by length;
+    ``experiments/arith_chain_base.py``), a curriculum with room for RL.
+    ``lengths=(1,), low=10, high=99, ops="+"`` are exactly the arithmetic task's sums.
+
     ``Example.meta``: ``start`` (int), ``ops`` (list of ``"+"``/``"-"``/``"*"``),
     ``operands`` (list of int) and ``steps`` (list of int: the value after each operation; the
     last is the answer), all of length ``S`` = the chain length.
@@ -255,8 +270,9 @@ class ArithChainTask(Task):
         ``max(99, high * high)``).
       heldout_fraction: fraction of the problem space reserved for held-out evaluation.
       split_salt: selects a different (still disjoint) train / held-out partition.
-      template: the user prompt, formatted with ``problem`` (the chain in words), ``start``
-        and ``num_ops``.
+      template: the user prompt, formatted with ``problem`` (the chain in words), ``start``,
+        ``num_ops``, ``first`` (the first operation as ``37 + 25``) and ``expression``
+        (:func:`chain_expression`: ``(37 + 25) * 3``).
       **task_kwargs: ``prompt_format``, ``verify_format``, ``system_prompt``, ``timeout_s``
         (see :class:`Task`).
     """
@@ -268,7 +284,7 @@ class ArithChainTask(Task):
         split: str = "train",
         *,
         seed: int = 0,
-        lengths: tuple[int, ...] | list[int] = (1, 2),
+        lengths: tuple[int, ...] | list[int] = (1, 2, 3),
         low: int = 1,
         high: int = 9,
         ops: tuple[str, ...] | list[str] | str = ("+", "-"),
@@ -370,7 +386,13 @@ class ArithChainTask(Task):
         problem = describe_chain(start, ops, list(b))
         return Example(
             id=f"arith_chain/{start}{chain}",
-            prompt=self.template.format(problem=problem, start=start, num_ops=len(ops)),
+            prompt=self.template.format(
+                problem=problem,
+                start=start,
+                num_ops=len(ops),
+                first=f"{start} {ops[0]} {b[0]}",
+                expression=chain_expression(start, ops, list(b)),
+            ),
             answer=str(steps[-1]),
             meta={"start": start, "ops": ops, "operands": list(b), "steps": list(steps)},
         )

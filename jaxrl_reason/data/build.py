@@ -104,7 +104,7 @@ def build_task(task_cfg: Any, split: str) -> Task:
         return ArithChainTask(
             split,
             seed=task_cfg.get("seed", 0),
-            lengths=tuple(task_cfg.get("lengths", (1, 2))),
+            lengths=tuple(task_cfg.get("lengths", (1, 2, 3))),
             low=task_cfg.get("low", 1),
             high=task_cfg.get("high", 9),
             ops=tuple(task_cfg.get("ops", "+-")),

@@ -6,6 +6,7 @@ import pytest
 
 from jaxrl_reason.data import TASKS, ArithChainTask, make_task, problem_split
 from jaxrl_reason.data.arith_chain import (
+    chain_expression,
     chain_split,
     describe_chain,
     first_error_step,
@@ -38,6 +39,14 @@ def test_hand_checked_example_and_prompt():
         == "Start with 37. Add 25, then multiply by 3, then subtract 14."
     )
     assert describe_chain(5, ["-"], [3]) == "Start with 5. Subtract 3."
+    assert chain_expression(37, ["+", "*", "-"], [25, 3, 14]) == "((37 + 25) * 3) - 14"
+    assert chain_expression(5, ["-"], [3]) == "5 - 3"
+    t = ArithChainTask("test", num_examples=2, template="{expression}|{first}|{start}|{num_ops}")
+    ex = t[1]
+    first = f"{ex.meta['start']} {ex.meta['ops'][0]} {ex.meta['operands'][0]}"
+    assert ex.prompt == f"({first}) {ex.meta['ops'][1]} {ex.meta['operands'][1]}|{first}|" + (
+        f"{ex.meta['start']}|2"
+    )
 
 
 def test_intermediate_values_follow_the_ops_and_stay_in_range():
@@ -55,8 +64,11 @@ def test_intermediate_values_follow_the_ops_and_stay_in_range():
         assert ex.answer == str(m["steps"][-1])
         chain = "".join(f"{op}{b}" for op, b in zip(m["ops"], m["operands"], strict=True))
         assert ex.id == f"arith_chain/{m['start']}{chain}"
-        assert ex.prompt.startswith(describe_chain(m["start"], m["ops"], m["operands"]) + " ")
-        assert "one operation per line" in ex.prompt and "####" in ex.prompt
+        problem = describe_chain(m["start"], m["ops"], m["operands"])
+        assert ex.prompt == (
+            f"Compute step by step. {problem} Write one equation per line, "
+            "then #### followed by the final answer."
+        )
     small = ArithChainTask("train", lengths=(4,), low=1, high=9, ops="+-*", num_examples=200)
     assert small.max_value == 99
     assert all(0 <= s <= 99 for ex in small for s in ex.meta["steps"])
