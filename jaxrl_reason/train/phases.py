@@ -43,15 +43,24 @@ def collect(strategy: Any, policy: Any, examples: Sequence[Any], key: jax.Array)
     return strategy.collect(policy, examples, key).check()
 
 
-def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+def outcome_token_rewards(
+    rewards: np.ndarray, lengths: np.ndarray, width: int, loss_mask: np.ndarray | None = None
+) -> np.ndarray:
     """Places each sequence's scalar reward on its last response token (verl's layout).
 
     ``rewards float[B]``, ``lengths int[B]`` -> ``float32[B, width]``; empty responses get
-    nothing (their mask is empty anyway).
+    nothing (their mask is empty anyway). With ``loss_mask``, the reward goes on each row's
+    last *policy* token instead (the same token unless a multi-turn episode ends with an
+    observation), so estimators that sum rewards over the loss mask see it.
     """
     out = np.zeros((len(rewards), width), np.float32)
-    rows = np.nonzero(lengths > 0)[0]
-    out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
+    last = np.asarray(lengths) - 1
+    if loss_mask is not None:
+        m = np.asarray(loss_mask) > 0
+        has = m.any(-1)
+        last = np.where(has, width - 1 - np.argmax(m[:, ::-1], -1), last)
+    rows = np.nonzero(last >= 0)[0]
+    out[rows, last[rows]] = np.asarray(rewards, np.float32)[rows]
     return out
 
 
@@ -142,7 +151,9 @@ def score(
     out = compute_rewards(scorer.weights, ctx, also=scorer.also, placement=scorer.placement)
     fields = dict(out.fields)
     fields["reward"] = out.total
-    fields["token_rewards"] = outcome_token_rewards(out.total, lengths, traj.response_width)
+    fields["token_rewards"] = outcome_token_rewards(
+        out.total, lengths, traj.response_width, np.asarray(traj.loss_mask)
+    )
     if traj.is_leaf is not None and traj.leaf_reward is None and "leaf_row" in fields:
         rows = np.asarray(fields.pop("leaf_row"))
         fields["leaf_reward"] = np.where(rows >= 0, out.total[np.maximum(rows, 0)], 0.0)
