@@ -110,9 +110,17 @@ class Scored:
 
 
 def score(
-    traj: Trajectories, examples: Sequence[Any], scorer: Scorer
+    traj: Trajectories,
+    examples: Sequence[Any],
+    scorer: Scorer,
+    *,
+    answers: Sequence[str] | None = None,
 ) -> tuple[Trajectories, Scored]:
     """Phase 2: verifies every response and computes the configured reward components.
+
+    ``answers`` (one text per row): what the verifier reads instead of the decoded response,
+    e.g. the final answers of environment episodes (``EnvStrategy.last_answers``), whose
+    transcripts hold observations; the components still see the whole response text.
 
     Fills ``reward`` (float32[B]), ``token_rewards`` (the reward on each row's last
     response token) and whatever the components supply (``step_scores`` ...); on a forest,
@@ -126,8 +134,11 @@ def score(
     lengths = np.asarray(traj.lengths)
     texts = decode_responses(scorer.tokenizer, np.asarray(traj.tokens), lengths)
     row_examples = [examples[int(g)] for g in np.asarray(traj.group_id)]
-    correct = np.asarray(scorer.task.verify_batch(texts, row_examples), np.float32)
-    keys = canonical_keys([extract_answer(t)[0] for t in texts])
+    verified = texts if answers is None else [str(a) for a in answers]
+    if len(verified) != len(texts):
+        raise ValueError(f"score: {len(verified)} answers for {len(texts)} rows")
+    correct = np.asarray(scorer.task.verify_batch(verified, row_examples), np.float32)
+    keys = canonical_keys([extract_answer(t)[0] for t in verified])
     wanted = [n for n, w in scorer.weights.items() if w] + list(scorer.also)
     sc = None
     if any("self_certainty" in get_reward(n).needs for n in wanted):
