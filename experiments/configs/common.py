@@ -65,6 +65,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.strategy = "group"
     c.rollout.step_rule = "auto"
     c.rollout.max_steps = 8
+    # rollout.strategy="env": multi-turn episodes in an environment (jaxrl_reason.envs, see
+    # jaxrl_reason/rollout/multiturn.py). rollout.max_new_tokens is then the episode's total
+    # response budget (actions and observations); max_turns <= rollout.max_steps.
+    c.rollout.env = ml_collections.ConfigDict()
+    c.rollout.env.name = "search"  # "search" (BM25 over task.name="multihop") | "tool"
+    c.rollout.env.max_turns = 4  # actions per episode (Search-R1: searches + 1 answer turn)
+    c.rollout.env.max_turn_tokens = 64  # decode budget of one action
+    c.rollout.env.max_obs_tokens = 128  # observations are cut to this many tokens
+    c.rollout.env.tools = ("calculator",)  # tool env: "calculator", "python"
+    c.rollout.env.k = 3  # passages per search
+    c.rollout.env.corpus_path = ""  # a JSONL corpus; "" = the multihop task's own world
+    c.rollout.env.cache_dir = ""  # corpus + BM25 index cache ("" = the system temp dir)
+    c.rollout.env.invalid_action = "retry"  # "retry" (error observation) | "finish"
 
     c.algo = ml_collections.ConfigDict()
     c.algo.estimator = "grpo"

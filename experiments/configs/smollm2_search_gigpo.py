@@ -1,16 +1,14 @@
-"""GiGPO (Feng et al. 2025, arXiv 2505.10978): anchor-state groups from identical
-observations, on the multi-hop search task.
-
-Needs ``rollout.strategy = "env"`` (multi-turn episodes with a search tool); until that
-strategy is registered, config validation rejects this config with a message naming the
-missing input and the strategy that supplies it.
+"""GiGPO (Feng et al. 2025, arXiv 2505.10978) on multi-hop search: episode-level GRPO plus
+step-level advantages within anchor-state groups (identical observations before an action,
+``Trajectories.anchor_ids`` from the ``env`` strategy).
 """
 
-from experiments.configs.common import base_config
+from experiments.configs.smollm2_search_grpo import search_config
 
 
 def get_config():
-    c = base_config()
+    c = search_config()
     c.algo.estimator = "gigpo"
-    c.rollout.strategy = "env"
+    c.algo.estimator_kwargs.gamma = 0.95
+    c.algo.estimator_kwargs.omega = 1.0
     return c

@@ -1,16 +1,13 @@
-"""IGPO: information-gain turn rewards (the policy's probability of the gold answer after each
-turn), on the multi-hop search task.
-
-Needs ``rollout.strategy = "env"`` (multi-turn episodes with a search tool); until that
-strategy is registered, config validation rejects this config with a message naming the
-missing input and the strategy that supplies it.
+"""IGPO (arXiv 2510.14967) on multi-hop search: information-gain turn rewards, the change of
+the policy's probability of the gold answer after each turn (``Trajectories.answer_probs``,
+computed by the ``env`` strategy with one teacher-forced forward per batch), the answer's
+exact match on the last turn.
 """
 
-from experiments.configs.common import base_config
+from experiments.configs.smollm2_search_grpo import search_config
 
 
 def get_config():
-    c = base_config()
+    c = search_config()
     c.algo.estimator = "igpo"
-    c.rollout.strategy = "env"
     return c

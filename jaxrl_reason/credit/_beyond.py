@@ -1,8 +1,9 @@
 """Private array helpers shared by the process / Monte Carlo / tree / agent estimators.
 
 They differ on purpose from their namesakes in ``segments.py`` / ``scans.py``:
-``rev_discounted_cumsum`` lets masked positions carry the discount (the PRIME / PURE / GiGPO
-codes' convention, where ``scans`` either resets or skips them, verl's), and
+``rev_discounted_cumsum`` passes the running sum through masked positions (observation spans
+of multi-turn episodes neither reset nor discount it; the PRIME / PURE / GiGPO codes' numbers
+wherever the mask has no interior zeros), and
 ``group_moments`` / ``group_normalize`` group by several keys with a validity mask (anchor
 states, per-step groups) rather than by one ``group_ids [B]``. Dense ids come from
 :func:`jaxrl_reason.credit.segments.dense_ids`, shared with ``group_index``.
@@ -21,20 +22,28 @@ Array = jax.Array
 def rev_discounted_cumsum(x: Array, gamma: float | Array = 1.0, mask: Array | None = None) -> Array:
     """``G[..., t] = x[..., t] + gamma * G[..., t + 1]`` along the last axis (reverse scan).
 
-    Positions outside ``mask`` contribute 0 and still carry the discount (right padding only
-    matters after the last valid position, where everything is 0 anyway). Returns float32.
+    Positions outside ``mask`` contribute 0 and pass the running sum through unchanged,
+    without a discount step: an observation span inside a multi-turn response (mask 0) neither
+    cuts the return off nor discounts it. Without interior zeros in the mask (padding at the
+    ends only) this equals the PRIME / PURE / GiGPO codes' convention, where masked positions
+    count in the discount: after the last valid position everything is 0 anyway. Without a
+    mask every position counts. Returns float32.
     """
     x = jnp.asarray(x, jnp.float32)
+    keep = None
     if mask is not None:
-        x = jnp.where(jnp.asarray(mask, bool), x, 0.0)
+        keep = jnp.asarray(mask, bool)
+        x = jnp.where(keep, x, 0.0)
     gamma = jnp.asarray(gamma, jnp.float32)
     xt = jnp.moveaxis(x, -1, 0)
+    kt = jnp.ones(xt.shape, bool) if keep is None else jnp.moveaxis(keep, -1, 0)
 
-    def step(carry, xi):
-        g = xi + gamma * carry
+    def step(carry, xs):
+        xi, ki = xs
+        g = jnp.where(ki, xi + gamma * carry, carry)
         return g, g
 
-    _, out = jax.lax.scan(step, jnp.zeros_like(xt[0]), xt, reverse=True)
+    _, out = jax.lax.scan(step, jnp.zeros_like(xt[0]), (xt, kt), reverse=True)
     return jnp.moveaxis(out, 0, -1)
 
 

@@ -149,15 +149,24 @@ def reinforce_pp(
     group_ids: Array | None = None,
     *,
     gamma: float | Array = 1.0,
+    reset_on_mask: bool = False,
 ) -> tuple[Array, Array]:
     """REINFORCE++ (Hu et al. 2025, arXiv 2501.03262): discounted returns, whitened batch-wide.
 
-    ``G_t = r_t + gamma * G_{t+1}`` (reset at masked-out tokens, see
+    ``G_t = r_t + gamma * G_{t+1}`` over the masked tokens (see
     :func:`~jaxrl_reason.credit.scans.discounted_returns`), then
     ``A = (G - mean(G)) / sqrt(var(G) + 1e-8)`` over every masked token of the batch (unbiased
     variance). Matches verl ``compute_reinforce_plus_plus_outcome_advantage``; ``group_ids`` is
     accepted for the common signature and ignored. The KL penalty of the paper is folded into
     ``token_rewards`` by the caller (``r_t - beta * kl_t``), as in verl.
+
+    Multi-turn episodes (observation tokens inside the response carry ``mask == 0``): by
+    default (``reset_on_mask=False``) the return passes through an observation span unchanged
+    and undiscounted, so every turn's tokens see the final reward. verl's recurrence
+    (``reset_on_mask=True``) restarts the return after every masked token, which cuts all but
+    the last turn off from the outcome (the bug reported against verl's REINFORCE++, PR
+    #6376). The two agree exactly when the mask has no interior zeros (single-turn
+    responses, padding only at the ends), so single-turn numbers are verl's either way.
 
     Edge cases: a batch with one masked token (or all returns equal) has variance 0 and gives
     advantage 0; an empty mask gives zeros.
@@ -166,7 +175,7 @@ def reinforce_pp(
       ``(advantages, returns)`` float32 ``[B, T]``; ``returns`` are the un-whitened ``G_t``.
     """
     _check_inputs(token_rewards, response_mask, group_ids)
-    returns = discounted_returns(token_rewards, response_mask, gamma)
+    returns = discounted_returns(token_rewards, response_mask, gamma, reset_on_mask=reset_on_mask)
     return masked_whiten(returns, response_mask), returns
 
 

@@ -290,7 +290,7 @@ def prime(
     if variant == "paper":
         rbar = jnp.sum(r, -1) / jnp.maximum(jnp.sum(m, -1), 1)
         b_proc = _loo_mean(rbar, gids, valid)
-        proc = rev_discounted_cumsum(jnp.where(m, r - b_proc[:, None], 0.0), gamma)
+        proc = rev_discounted_cumsum(jnp.where(m, r - b_proc[:, None], 0.0), gamma, m)
         out = o - _loo_mean(o, gids, valid)
         returns = jnp.where(m, c_p * proc + c_o * out[:, None], 0.0)
     else:

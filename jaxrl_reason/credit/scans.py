@@ -10,9 +10,11 @@ against.
 Masks mid-sequence (multi-turn: tool / environment observation tokens carry ``mask == 0``)
 are treated the way verl treats them, which differs between the two scans:
 
-* :func:`discounted_returns` (verl's REINFORCE++) *resets* the running return at every
-  masked-out token by default, so a return never crosses an observation span.
-  ``reset_on_mask=False`` carries it through unchanged instead.
+* :func:`discounted_returns` *resets* the running return at every masked-out token by
+  default (verl's REINFORCE++ recurrence), so a return never crosses an observation span.
+  ``reset_on_mask=False`` carries it through unchanged instead; ``credit.reinforce_pp`` uses
+  that by default, so every turn of an episode sees the final reward (the two agree when the
+  mask has no interior zeros).
 * :func:`gae_scan` (verl's ``compute_gae_advantage_return``) *skips* masked-out tokens: the
   next value and the running advantage pass through them unchanged, so the TD error of the
   last token before an observation bootstraps from the value of the first token after it.

@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from jaxrl_reason.data.base import Task
 
-__all__ = ["GSM8K_SOURCES", "TASK_NAMES", "build_task", "cache_root"]
+__all__ = [
+    "GSM8K_SOURCES",
+    "TASK_NAMES",
+    "build_task",
+    "cache_root",
+    "register_task_builder",
+    "task_names",
+]
 
 #: ``config.task.name`` values :func:`build_task` knows.
 TASK_NAMES = ("arithmetic", "arith_chain", "gsm8k", "math", "math_jsonl")
 
 #: ``config.task.source`` values for GSM8K: a local JSONL folder, or an explicit download.
 GSM8K_SOURCES = ("local", "tfds")
+
+#: Builders registered by higher layers (``jaxrl_reason.envs`` registers its agent tasks,
+#: ``multihop`` and ``arith_chain_tool``, when imported): ``name -> fn(task_cfg, split)``.
+_BUILDERS: dict[str, Callable[[Any, str], Task]] = {}
+
+
+def register_task_builder(name: str, fn: Callable[[Any, str], Task]) -> None:
+    """Makes ``config.task.name = name`` build ``fn(config.task, split)`` (idempotent)."""
+    if name in TASK_NAMES:
+        raise ValueError(f"task name {name!r} is built in")
+    _BUILDERS[name] = fn
+
+
+def task_names() -> tuple[str, ...]:
+    """Every ``config.task.name`` :func:`build_task` knows now (built in + registered)."""
+    return (*TASK_NAMES, *sorted(_BUILDERS))
 
 
 def cache_root() -> str:
@@ -80,6 +104,8 @@ def _build_gsm8k(task_cfg: Any, split: str, common: dict) -> Task:
 def build_task(task_cfg: Any, split: str) -> Task:
     """A :class:`jaxrl_reason.data.base.Task` from ``config.task`` for ``split``."""
     kind = task_cfg.name
+    if kind in _BUILDERS:
+        return _BUILDERS[kind](task_cfg, split)
     common = {"prompt_format": task_cfg.get("prompt_format", "hash")}
     if task_cfg.get("verify_format", None):
         common["verify_format"] = task_cfg.verify_format
@@ -118,4 +144,7 @@ def build_task(task_cfg: Any, split: str) -> Task:
         from jaxrl_reason.data.math_dataset import MathTask
 
         return MathTask(task_cfg.path, **common)
-    raise ValueError(f"task.name={kind!r} is not a known task; use one of {TASK_NAMES}")
+    raise ValueError(
+        f"task.name={kind!r} is not a known task; use one of {task_names()} (the agent tasks "
+        "are registered by importing jaxrl_reason.envs)"
+    )

@@ -423,3 +423,46 @@ class ArithChainTask(Task):
         expr, ans = self._items[index]
         return Example(id=f"arith_chain/{expr}", prompt=f"Compute {expr}.", answer=ans,
                        meta={"expression": expr})  # fmt: skip
+
+
+# --- config.task builders (jaxrl_reason.data.build_task) --------------------------------------
+
+
+def _num(task_cfg, split: str) -> int | None:
+    return task_cfg.get(f"num_{split}", None) or None
+
+
+def _build_multihop(task_cfg, split: str) -> MultiHopTask:
+    """``task.name="multihop"``: ``task.seed`` (the world and question order), ``task.hops``,
+    ``task.num_train`` / ``task.num_test`` (0 = all)."""
+    return MultiHopTask(
+        split,
+        seed=int(task_cfg.get("seed", 0)),
+        hops=tuple(task_cfg.get("hops", (2, 3))),
+        num_examples=_num(task_cfg, split),
+    )
+
+
+def _build_arith_chain_tool(task_cfg, split: str) -> ArithChainTask:
+    """``task.name="arith_chain_tool"``: multi-step arithmetic with large operands for the
+    calculator / Python tools (``task.num_ops``, ``task.low``, ``task.high``, ``task.seed``,
+    ``task.num_train`` / ``task.num_test``)."""
+    n = _num(task_cfg, split)
+    return ArithChainTask(
+        split,
+        seed=int(task_cfg.get("seed", 0)),
+        num_examples=int(n or (1000 if split == "train" else 100)),
+        num_ops=int(task_cfg.get("num_ops", 3)),
+        low=int(task_cfg.get("low", 10)),
+        high=int(task_cfg.get("high", 9999)),
+    )
+
+
+def _register_builders() -> None:
+    from jaxrl_reason.data.build import register_task_builder
+
+    register_task_builder("multihop", _build_multihop)
+    register_task_builder("arith_chain_tool", _build_arith_chain_tool)
+
+
+_register_builders()

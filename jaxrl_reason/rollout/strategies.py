@@ -5,7 +5,8 @@ fills the required fields of the contract (tokens, masks, behaviour log-probs, g
 per-token step ids) and declares in :attr:`RolloutStrategy.supplies` the optional fields it
 fills too, so that config validation can check an estimator's inputs before anything loads.
 
-Registered here: ``group`` (``n`` i.i.d. samples per prompt, the GRPO / RLOO / PPO rollout).
+Registered here: ``group`` (``n`` i.i.d. samples per prompt, the GRPO / RLOO / PPO rollout);
+in :mod:`jaxrl_reason.rollout.multiturn`: ``env`` (multi-turn environment episodes).
 Tree, Monte Carlo (vine) and multi-turn environment strategies register the same way::
 
     @register_strategy
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -57,6 +58,8 @@ class RolloutSettings:
       sample_fn: ``sample(model, tokens, mask, key, cfg) -> Rollout``; defaults to
         :func:`jaxrl_reason.rollout.sample` (the trainer passes
         :func:`jaxrl_reason.rollout.sample_on_mesh` bound to its mesh).
+      options: strategy-specific settings (the ``env`` strategy reads ``"env"``, the
+        ``config.rollout.env`` fields, and ``"answer_probs"``).
     """
 
     tokenizer: Any
@@ -65,6 +68,7 @@ class RolloutSettings:
     step_rule: str = "auto"
     max_steps: int = 8
     sample_fn: Callable[..., Any] | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class RolloutStrategy(abc.ABC):
@@ -173,3 +177,8 @@ def sampling_config(rollout_cfg: Any, tokenizer: Any, *, n: int | None = None) -
 def decode(tokenizer: Any, traj: Trajectories) -> list[str]:
     """Each row's response text (special tokens dropped)."""
     return decode_responses(tokenizer, np.asarray(traj.tokens), np.asarray(traj.lengths))
+
+
+# The multi-turn environment strategy registers itself (imported last: it subclasses the base
+# class above).
+from jaxrl_reason.rollout import multiturn as _multiturn  # noqa: E402, F401

@@ -684,10 +684,11 @@ def _check_rollout_sampling(config, num_devices):
 def _check_task(config, num_devices):
     if not _has(config, "task.name"):
         return
+    import jaxrl_reason.envs  # noqa: F401  (registers the agent tasks)
     from jaxrl_reason.data import TASKS
-    from jaxrl_reason.data.build import GSM8K_SOURCES, TASK_NAMES
+    from jaxrl_reason.data.build import GSM8K_SOURCES, task_names
 
-    known = tuple(dict.fromkeys((*TASKS, *TASK_NAMES)))
+    known = tuple(dict.fromkeys((*TASKS, *task_names())))
     _require(config, "task.name", lambda v: v in known, f"one of {known}")
     _require(
         config,
@@ -813,3 +814,47 @@ def _check_eval_sizes(config, num_devices):
             "set it, or --config.eval_every=0 to skip evaluation",
         )
     _require(config, "eval.batch_prompts", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+
+
+@register_validator
+def _check_env_rollout(config, num_devices):
+    """``rollout.strategy="env"``: the environment, its budgets and a task it can run."""
+    if not _has(config, "rollout.strategy") or config.rollout.strategy != "env":
+        return
+    from jaxrl_reason.rollout.multiturn import ENV_NAMES
+
+    if not _has(config, "rollout.env"):
+        raise ConfigError(
+            "rollout.strategy='env' needs the rollout.env fields (name, max_turns, "
+            "max_turn_tokens, max_obs_tokens, ...): start from experiments/configs/common.py"
+        )
+    _require(config, "rollout.env.name", lambda v: v in ENV_NAMES, f"one of {ENV_NAMES}")
+    for key in ("max_turns", "max_turn_tokens", "max_obs_tokens", "k"):
+        _require(config, f"rollout.env.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "rollout.env.invalid_action",
+        lambda v: v in ("retry", "finish"),
+        "'retry' (an error observation) or 'finish' (the action is the final answer)",
+    )
+    env = config.rollout.env
+    max_steps = int(config.rollout.get("max_steps", 8))
+    if env.max_turns > max_steps:
+        raise ConfigError(
+            f"rollout.env.max_turns={env.max_turns} > rollout.max_steps={max_steps}: the per-turn "
+            f"fields (anchor_ids, turn_mask, answer_probs) hold max_steps turns; raise "
+            f"--config.rollout.max_steps={env.max_turns} or lower max_turns"
+        )
+    if env.name == "tool":
+        tools = tuple(env.get("tools", ()))
+        if not tools or not set(tools) <= {"calculator", "python"}:
+            raise ConfigError(
+                f"rollout.env.tools={tools!r}: a non-empty selection of 'calculator', 'python'"
+            )
+    task = config.task.get("name", "") if "task" in config else ""
+    if env.name == "search" and task != "multihop" and not env.get("corpus_path", ""):
+        raise ConfigError(
+            f"rollout.env.name='search' with task.name={task!r}: the search index is built from "
+            "the multihop task's world; set --config.task.name=multihop or give "
+            "rollout.env.corpus_path (a JSONL corpus)"
+        )

@@ -70,6 +70,12 @@ def needs_reference(config: Any) -> bool:
     )
 
 
+def needs_field(config: Any, field: str) -> bool:
+    """Whether the estimator reads the ``Trajectories`` field (as an input or optional one)."""
+    est = config.algo.estimator
+    return field in (set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values()))
+
+
 class Trainer:
     """Owns the model, optimiser, data, rewards, checkpoints and run directory of one run.
 
@@ -90,6 +96,8 @@ class Trainer:
 
         self.config = config
         self.workdir = workdir
+        import jaxrl_reason.envs  # noqa: F401  (registers the agent tasks with build_task)
+
         # Tasks first: a data mistake fails in seconds, before a model loads.
         self.train_task = build_task(config.task, "train")
         self.eval_task = build_task(config.task, "test")
@@ -161,6 +169,10 @@ class Trainer:
                 step_rule=config.rollout.get("step_rule", "auto"),
                 max_steps=int(config.rollout.get("max_steps", 8)),
                 sample_fn=self._sample_fn(),
+                options={
+                    "env": config.rollout.env.to_dict() if "env" in config.rollout else {},
+                    "answer_probs": needs_field(config, "answer_probs"),
+                },
             )
         )
         self.credit_fn = phases.make_credit_fn(
@@ -278,7 +290,9 @@ class Trainer:
         times.rollout_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        traj, scored = phases.score(traj, examples, self.scorer)
+        # Environment episodes are verified on their final answers, not on the transcript.
+        answers = getattr(self.strategy, "last_answers", None)
+        traj, scored = phases.score(traj, examples, self.scorer, answers=answers)
         times.reward_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -300,6 +314,7 @@ class Trainer:
         metrics_acc = self._update_phase(traj, step)
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
+        out.update(getattr(self.strategy, "last_stats", None) or {})  # e.g. env/* of episodes
         self._last_samples = [
             {
                 "prompt": ex.prompt,
@@ -311,6 +326,10 @@ class Trainer:
                 zip(scored.examples, scored.texts, np.asarray(traj.reward), strict=True)
             )[:4]
         ]
+        transcripts = getattr(self.strategy, "last_transcripts", None)
+        if transcripts:  # whole episodes, observations between <obs> markers
+            for rec, text in zip(self._last_samples, transcripts, strict=False):
+                rec["transcript"] = text
         self.step = step + 1
         return out
 

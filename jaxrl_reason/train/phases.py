@@ -43,15 +43,24 @@ def collect(strategy: Any, policy: Any, examples: Sequence[Any], key: jax.Array)
     return strategy.collect(policy, examples, key).check()
 
 
-def outcome_token_rewards(rewards: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+def outcome_token_rewards(
+    rewards: np.ndarray, lengths: np.ndarray, width: int, loss_mask: np.ndarray | None = None
+) -> np.ndarray:
     """Places each sequence's scalar reward on its last response token (verl's layout).
 
     ``rewards float[B]``, ``lengths int[B]`` -> ``float32[B, width]``; empty responses get
-    nothing (their mask is empty anyway).
+    nothing (their mask is empty anyway). With ``loss_mask``, the reward goes on each row's
+    last *policy* token instead (the same token unless a multi-turn episode ends with an
+    observation), so estimators that sum rewards over the loss mask see it.
     """
     out = np.zeros((len(rewards), width), np.float32)
-    rows = np.nonzero(lengths > 0)[0]
-    out[rows, np.asarray(lengths)[rows] - 1] = np.asarray(rewards, np.float32)[rows]
+    last = np.asarray(lengths) - 1
+    if loss_mask is not None:
+        m = np.asarray(loss_mask) > 0
+        has = m.any(-1)
+        last = np.where(has, width - 1 - np.argmax(m[:, ::-1], -1), last)
+    rows = np.nonzero(last >= 0)[0]
+    out[rows, last[rows]] = np.asarray(rewards, np.float32)[rows]
     return out
 
 
@@ -101,9 +110,17 @@ class Scored:
 
 
 def score(
-    traj: Trajectories, examples: Sequence[Any], scorer: Scorer
+    traj: Trajectories,
+    examples: Sequence[Any],
+    scorer: Scorer,
+    *,
+    answers: Sequence[str] | None = None,
 ) -> tuple[Trajectories, Scored]:
     """Phase 2: verifies every response and computes the configured reward components.
+
+    ``answers`` (one text per row): what the verifier reads instead of the decoded response,
+    e.g. the final answers of environment episodes (``EnvStrategy.last_answers``), whose
+    transcripts hold observations; the components still see the whole response text.
 
     Fills ``reward`` (float32[B]), ``token_rewards`` (the reward on each row's last
     response token) and whatever the components supply (``step_scores`` ...); on a forest,
@@ -117,8 +134,11 @@ def score(
     lengths = np.asarray(traj.lengths)
     texts = decode_responses(scorer.tokenizer, np.asarray(traj.tokens), lengths)
     row_examples = [examples[int(g)] for g in np.asarray(traj.group_id)]
-    correct = np.asarray(scorer.task.verify_batch(texts, row_examples), np.float32)
-    keys = canonical_keys([extract_answer(t)[0] for t in texts])
+    verified = texts if answers is None else [str(a) for a in answers]
+    if len(verified) != len(texts):
+        raise ValueError(f"score: {len(verified)} answers for {len(texts)} rows")
+    correct = np.asarray(scorer.task.verify_batch(verified, row_examples), np.float32)
+    keys = canonical_keys([extract_answer(t)[0] for t in verified])
     wanted = [n for n, w in scorer.weights.items() if w] + list(scorer.also)
     sc = None
     if any("self_certainty" in get_reward(n).needs for n in wanted):
@@ -142,7 +162,9 @@ def score(
     out = compute_rewards(scorer.weights, ctx, also=scorer.also, placement=scorer.placement)
     fields = dict(out.fields)
     fields["reward"] = out.total
-    fields["token_rewards"] = outcome_token_rewards(out.total, lengths, traj.response_width)
+    fields["token_rewards"] = outcome_token_rewards(
+        out.total, lengths, traj.response_width, np.asarray(traj.loss_mask)
+    )
     if traj.is_leaf is not None and traj.leaf_reward is None and "leaf_row" in fields:
         rows = np.asarray(fields.pop("leaf_row"))
         fields["leaf_reward"] = np.where(rows >= 0, out.total[np.maximum(rows, 0)], 0.0)

@@ -132,7 +132,9 @@ def test_group_estimators_match_verl(seed):
 def test_scan_estimators_match_verl(seed, holes):
     r, m, v, idx = _batch(seed, mid_sequence_holes=holes)
     f32 = lambda a: a.astype(np.float32)  # noqa: E731
-    adv, ret = credit.reinforce_pp(f32(r), f32(m), idx, gamma=0.9)
+    # verl's recurrence resets at every masked token; the default here carries the return
+    # through observation spans (tests/credit/test_episodes.py) and equals verl without holes.
+    adv, ret = credit.reinforce_pp(f32(r), f32(m), idx, gamma=0.9, reset_on_mask=holes)
     want_adv, want_ret = verl_reinforce_pp(r, m, 0.9)
     _close_on_mask(adv, want_adv, m)
     _close_on_mask(ret, want_ret, m)
