@@ -57,6 +57,8 @@ class RolloutSettings:
       sample_fn: ``sample(model, tokens, mask, key, cfg) -> Rollout``; defaults to
         :func:`jaxrl_reason.rollout.sample` (the trainer passes
         :func:`jaxrl_reason.rollout.sample_on_mesh` bound to its mesh).
+      options: the strategy's own config block, ``config.rollout.<strategy name>`` as a dict
+        (``None`` when absent), e.g. the tree shape of ``rollout.strategy = "tree"``.
     """
 
     tokenizer: Any
@@ -65,6 +67,7 @@ class RolloutSettings:
     step_rule: str = "auto"
     max_steps: int = 8
     sample_fn: Callable[..., Any] | None = None
+    options: Any = None
 
 
 class RolloutStrategy(abc.ABC):
@@ -77,6 +80,9 @@ class RolloutStrategy(abc.ABC):
 
     def __init__(self, settings: RolloutSettings):
         self.settings = settings
+        #: Host-side numbers about the last :meth:`collect` (budget spent, shapes); the
+        #: trainer logs them under ``rollout/<name>`` every step.
+        self.last_stats: dict[str, float] = {}
 
     @abc.abstractmethod
     def collect(self, policy: Any, examples: Sequence[Any], key: jax.Array) -> Trajectories:

@@ -813,3 +813,25 @@ def _check_eval_sizes(config, num_devices):
             "set it, or --config.eval_every=0 to skip evaluation",
         )
     _require(config, "eval.batch_prompts", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+
+
+@register_validator
+def _check_tree_rollout(config, num_devices):
+    """``rollout.tree`` (the shape of ``rollout.strategy = "tree"``; see rollout.tree)."""
+    if not _has(config, "rollout.tree"):
+        return
+    _require(
+        config,
+        "rollout.tree.mode",
+        lambda v: v in ("eptree", "segment"),
+        "'eptree' (TreeRL's entropy-guided forks) or 'segment' (fork every segment_len tokens)",
+    )
+    for key in ("num_chains", "fork_points", "branches", "segment_len"):
+        _require(config, f"rollout.tree.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(config, "rollout.tree.rounds", lambda v: _is_int(v) and v >= 0, "an int >= 0")
+    _require(
+        config,
+        "rollout.tree.branching",
+        lambda v: len(v) >= 1 and all(_is_int(b) and b >= 1 for b in v),
+        "a non-empty tuple of ints >= 1 (children per node at each depth)",
+    )

@@ -153,7 +153,9 @@ class Trainer:
                     self.scorer.state["answer_history"] = AnswerHistory.from_state_dict(
                         restored.metadata["answer_history"]
                     )
-        self.strategy = strategies.get_strategy(config.rollout.get("strategy", "group"))(
+        strategy_name = config.rollout.get("strategy", "group")
+        options = config.rollout.get(strategy_name, None)
+        self.strategy = strategies.get_strategy(strategy_name)(
             strategies.RolloutSettings(
                 tokenizer=self.tokenizer,
                 task=self.train_task,
@@ -161,6 +163,7 @@ class Trainer:
                 step_rule=config.rollout.get("step_rule", "auto"),
                 max_steps=int(config.rollout.get("max_steps", 8)),
                 sample_fn=self._sample_fn(),
+                options=options.to_dict() if hasattr(options, "to_dict") else options,
             )
         )
         self.credit_fn = phases.make_credit_fn(
@@ -300,6 +303,7 @@ class Trainer:
         metrics_acc = self._update_phase(traj, step)
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
+        out.update({f"rollout/{k}": float(v) for k, v in self.strategy.last_stats.items()})
         self._last_samples = [
             {
                 "prompt": ex.prompt,
