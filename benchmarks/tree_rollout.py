@@ -2,6 +2,7 @@
 
     python -m benchmarks.tree_rollout                     # SmolLM2-135M-Instruct, 2 prompts
     python -m benchmarks.tree_rollout --prompts 1 --max-new-tokens 64
+    python -m benchmarks.tree_rollout --mode segment --segment-len 16
 
 Both produce ``leaves`` responses per prompt of at most ``--max-new-tokens`` tokens: the group
 sampler as ``n = leaves`` i.i.d. samples (one prefill, one decode loop), the tree strategy as
@@ -32,18 +33,25 @@ def main(argv=None):
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument(
+        "--mode",
+        choices=("eptree", "segment"),
+        default="eptree",
+        help="eptree: TreeRL's (6, 2, 1, 2); segment: forks every --segment-len tokens, "
+        "(2, 3, 5) children per depth (also 30 leaves)",
+    )
+    ap.add_argument("--segment-len", type=int, default=16)
     args = ap.parse_args(argv)
 
     import jax
     import ml_collections
     import numpy as np
 
-    from jaxrl_reason.models.build import build_model, smollm2_tokenizer
+    from jaxrl_reason.models.build import build_model
     from jaxrl_reason.rollout import SamplingConfig, left_pad, sample, strategies
     from jaxrl_reason.rollout.chat import stop_token_ids
 
-    model = build_model(ml_collections.ConfigDict({"name": "smollm2-135m-instruct"}))
-    tok = smollm2_tokenizer()
+    model, tok = build_model(ml_collections.ConfigDict({"name": "smollm2-135m-instruct"}))
     leaves = 6 * (1 + 1 * 2 * 2)
     cfg = SamplingConfig(
         max_new_tokens=args.max_new_tokens,
@@ -53,10 +61,12 @@ def main(argv=None):
         prompt_bucket=16,
     )
     qs = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.prompts)]
-    ids = [
-        list(tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True))
-        for q in qs
-    ]
+    ids = []
+    for q in qs:
+        out = tok.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True
+        )
+        ids.append(list(out["input_ids"] if hasattr(out, "keys") else out))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     tokens, mask = left_pad(ids, pad)
 
@@ -65,7 +75,11 @@ def main(argv=None):
         task=None,
         sampling=cfg,
         step_rule="double_newline",
-        options={"mode": "eptree", "num_chains": 6, "fork_points": 2, "rounds": 1, "branches": 2},
+        options=(
+            {"mode": "eptree", "num_chains": 6, "fork_points": 2, "rounds": 1, "branches": 2}
+            if args.mode == "eptree"
+            else {"mode": "segment", "segment_len": args.segment_len, "branching": (2, 3, 5)}
+        ),
     )
     tree = strategies.get_strategy("tree")(settings)
     tree.prompt_batch = lambda examples: (tokens, mask)

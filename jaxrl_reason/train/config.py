@@ -835,3 +835,15 @@ def _check_tree_rollout(config, num_devices):
         lambda v: len(v) >= 1 and all(_is_int(b) and b >= 1 for b in v),
         "a non-empty tuple of ints >= 1 (children per node at each depth)",
     )
+    tree = config.rollout.tree
+    if config.rollout.get("strategy", "group") == "tree" and _has(config, "rollout.n_samples"):
+        from jaxrl_reason.rollout.tree import TreeConfig
+
+        shape = TreeConfig.from_mapping(tree.to_dict() if hasattr(tree, "to_dict") else tree)
+        if config.rollout.n_samples > shape.max_leaves():
+            raise ConfigError(
+                f"rollout.n_samples={config.rollout.n_samples}: the leaf budget per prompt "
+                f"exceeds the tree's {shape.max_leaves()} leaves (rollout.tree: mode="
+                f"{shape.mode!r}, eptree M * (1 + rounds * fork_points * branches), segment "
+                "prod(branching)); grow the tree or lower rollout.n_samples"
+            )

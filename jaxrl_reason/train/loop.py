@@ -303,7 +303,8 @@ class Trainer:
         metrics_acc = self._update_phase(traj, step)
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
-        out.update({f"rollout/{k}": float(v) for k, v in self.strategy.last_stats.items()})
+        stats = getattr(self.strategy, "last_stats", {})
+        out.update({f"rollout/{k}": float(v) for k, v in stats.items()})
         self._last_samples = [
             {
                 "prompt": ex.prompt,

@@ -223,3 +223,11 @@ def test_tree_config_validation():
     c.rollout.tree.branching = (2, 0)
     with pytest.raises(ConfigError, match="rollout.tree.branching"):
         validate(c)
+    c.rollout.tree.branching = (2, 3)
+    c.rollout.n_samples = 7
+    c.train.mini_batch_size, c.train.micro_batch_size = 56, 8
+    with pytest.raises(ConfigError, match="rollout.n_samples=7"):
+        validate(c)
+    c.rollout.n_samples = 6
+    c.train.mini_batch_size = 48
+    validate(c)
