@@ -78,6 +78,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.env.corpus_path = ""  # a JSONL corpus; "" = the multihop task's own world
     c.rollout.env.cache_dir = ""  # corpus + BM25 index cache ("" = the system temp dir)
     c.rollout.env.invalid_action = "retry"  # "retry" (error observation) | "finish"
+    # rollout.strategy = "tree" (jaxrl_reason.rollout.tree); rollout.n_samples is the leaf
+    # budget per prompt. "eptree": TreeRL's entropy-guided forks, M chains, then `rounds`
+    # rounds of `fork_points` forks per tree into `branches` continuations each (TreeRL's
+    # released shape (M, N, L, T) = (6, 2, 1, 2): 30 leaves). "segment": fork every
+    # segment_len tokens, branching[d] children per node at depth d (SPO-tree: (6, 6, 6)).
+    c.rollout.tree = ml_collections.ConfigDict()
+    c.rollout.tree.mode = "eptree"
+    c.rollout.tree.num_chains = 6
+    c.rollout.tree.fork_points = 2
+    c.rollout.tree.branches = 2
+    c.rollout.tree.rounds = 1
+    c.rollout.tree.segment_len = 16
+    c.rollout.tree.branching = (2, 2)
 
     c.algo = ml_collections.ConfigDict()
     c.algo.estimator = "grpo"

@@ -1,5 +1,8 @@
-"""jaxrl_reason.rollout: the jitted sampler (prefill + decode loop), groups and continuations."""
+"""jaxrl_reason.rollout: the jitted sampler (prefill + decode loop), groups and continuations,
+decoding sessions (:mod:`.session`) and tree rollouts (:mod:`.tree`)."""
 
+# Registers rollout.strategy = "tree" (strategies register on import).
+from jaxrl_reason.rollout import session, tree
 from jaxrl_reason.rollout.sampler import (
     Rollout,
     SamplingConfig,
@@ -19,5 +22,7 @@ __all__ = [
     "sample",
     "sample_on_mesh",
     "sample_token",
+    "session",
     "trace_count",
+    "tree",
 ]

@@ -55,9 +55,11 @@ __all__ = [
     "FINISH_STOP_SEQUENCE",
     "Session",
     "capacity",
+    "concat",
     "extend",
     "fork",
     "generate",
+    "rewind",
     "start",
 ]
 
@@ -224,6 +226,62 @@ def fork(session: Session, rows: jax.Array | np.ndarray | Sequence[int]) -> Sess
     return _fork(session, jnp.asarray(rows_np, jnp.int32))
 
 
+@jax.jit
+def _rewind(session: Session, num_real: jax.Array) -> Session:
+    km = session.cache.key_mask
+    keep = km & (jnp.cumsum(km.astype(jnp.int32), axis=1) <= num_real[:, None])
+    return session.replace(
+        cache=session.cache.replace(key_mask=keep),
+        num_real=jnp.minimum(num_real, session.num_real),
+    )
+
+
+def rewind(session: Session, num_real: jax.Array | np.ndarray) -> Session:
+    """Forget each row's real tokens after the first ``num_real[b]`` (masks their slots).
+
+    The freed slots are not reused (the cache index is shared and only grows), and
+    ``last_hidden`` is left as it was, which is stale: follow with :func:`extend` of at least
+    one real token per row (typically the last kept token re-fed, so rewind ``k`` tokens by
+    ``rewind(s, n - k - 1)`` then ``extend`` the ``(n - k)``-th token), before
+    :func:`generate`.
+
+    Args:
+      session: a :class:`Session` with ``B`` rows.
+      num_real: ``int32[B]`` real tokens to keep per row (prompt tokens included);
+        values above a row's ``num_real`` keep everything.
+
+    Returns:
+      The session with ``num_real = min(num_real, session.num_real)``.
+    """
+    n = jnp.broadcast_to(jnp.asarray(num_real, jnp.int32), (session.batch,))
+    return _rewind(session, n)
+
+
+def concat(sessions: Sequence[Session]) -> Session:
+    """Stack sessions along the batch axis (rows of ``sessions[0]`` first).
+
+    All must share ``max_len`` (start them with the same value). The shared index becomes the
+    largest one: slots a session never wrote are masked, so its rows are unaffected.
+    """
+    if not sessions:
+        raise ValueError("session.concat: no sessions given.")
+    lens = {s.max_len for s in sessions}
+    if len(lens) != 1:
+        raise ValueError(f"session.concat: sessions have different max_len {sorted(lens)}.")
+    index = jnp.max(jnp.stack([s.cache.index for s in sessions]))
+    cache = sessions[0].cache.replace(
+        k=jnp.concatenate([s.cache.k for s in sessions], axis=1),
+        v=jnp.concatenate([s.cache.v for s in sessions], axis=1),
+        key_mask=jnp.concatenate([s.cache.key_mask for s in sessions], axis=0),
+        index=index,
+    )
+    return Session(
+        cache=cache,
+        last_hidden=jnp.concatenate([s.last_hidden for s in sessions], axis=0),
+        num_real=jnp.concatenate([s.num_real for s in sessions], axis=0),
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _extend(graphdef, state, session: Session, tokens, mask):
     model = nnx.merge(graphdef, state)
@@ -288,7 +346,7 @@ class _GenStatic(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "static"))
 def _generate(
-    graphdef, state, session: Session, keys, active, offset, temperature, top_p, *, static
+    graphdef, state, session: Session, keys, active, offset, limit, temperature, top_p, *, static
 ):
     model = nnx.merge(graphdef, state)
     w = model.lm_head_weight()
@@ -334,8 +392,8 @@ def _generate(
         hist = jnp.where(alive[:, None], jnp.concatenate([hist[:, 1:], tok[:, None]], 1), hist)
         code = jnp.where(alive, stop_code(tok, hist), -1)
         finish = jnp.where(code >= 0, code, finish)
-        done = done | (code >= 0)
         lengths = lengths + alive.astype(jnp.int32)
+        done = done | (code >= 0) | (lengths >= limit)
         return tok, alive, (done, finish, hist, out_tok, out_lp, lengths)
 
     def feed(cache, last, num_real, tok, valid):
@@ -394,6 +452,7 @@ def generate(
     active: jax.Array | np.ndarray | None = None,
     stop_sequences: Sequence[Sequence[int]] = (),
     step_offset: int | jax.Array | np.ndarray = 0,
+    limit: jax.Array | np.ndarray | None = None,
 ) -> tuple[Session, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Sample up to ``steps`` tokens per row, continuing from the session (the sampler's decode
     loop: same temperature / top-k / top-p semantics and behaviour log-probs as
@@ -424,6 +483,8 @@ def generate(
       stop_sequences: static tuple of non-empty token-id tuples.
       step_offset: ``int32[B]`` or a scalar (traced: no recompile) added to the step index
         in the key schedule; default 0.
+      limit: optional ``int32[B]`` per-row cap on drawn tokens (traced); a row that reaches
+        it finishes with ``FINISH_LENGTH``. Rows with ``limit <= 0`` are inactive.
 
     Returns:
       ``(session, tokens int32[B, steps], logprobs float32[B, steps], lengths int32[B],
@@ -449,6 +510,11 @@ def generate(
     if active.shape != (batch,):
         raise ValueError(f"session.generate: active must be bool[{batch}], got {active.shape}.")
     offset = jnp.broadcast_to(jnp.asarray(step_offset, jnp.int32), (batch,))
+    if limit is None:
+        limit = jnp.full((batch,), steps, jnp.int32)
+    else:
+        limit = jnp.broadcast_to(jnp.asarray(limit, jnp.int32), (batch,))
+        active = active & (limit > 0)
     _check_capacity(session, steps, "generate")
     mcfg = _model_config(model)
     stop_ids = cfg.stop_token_ids
@@ -476,6 +542,7 @@ def generate(
         keys,
         active,
         offset,
+        limit,
         jnp.float32(1.0 if cfg.greedy else cfg.temperature),
         jnp.float32(cfg.top_p),
         static=static,

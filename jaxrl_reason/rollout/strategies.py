@@ -58,8 +58,9 @@ class RolloutSettings:
       sample_fn: ``sample(model, tokens, mask, key, cfg) -> Rollout``; defaults to
         :func:`jaxrl_reason.rollout.sample` (the trainer passes
         :func:`jaxrl_reason.rollout.sample_on_mesh` bound to its mesh).
-      options: strategy-specific settings (the ``env`` strategy reads ``"env"``, the
-        ``config.rollout.env`` fields, and ``"answer_probs"``).
+      options: strategy settings by config block: ``options["tree"]`` is
+        ``config.rollout.tree`` (the tree shape), ``options["env"]`` is ``config.rollout.env``,
+        and ``options["answer_probs"]`` asks the env strategy for IGPO's answer probabilities.
     """
 
     tokenizer: Any
@@ -81,6 +82,9 @@ class RolloutStrategy(abc.ABC):
 
     def __init__(self, settings: RolloutSettings):
         self.settings = settings
+        #: Host-side numbers about the last :meth:`collect` (budget spent, shapes); the
+        #: trainer logs them under ``rollout/<name>`` every step.
+        self.last_stats: dict[str, float] = {}
 
     @abc.abstractmethod
     def collect(self, policy: Any, examples: Sequence[Any], key: jax.Array) -> Trajectories:

@@ -40,6 +40,8 @@ Optional fields (``None`` until a strategy, the trainer or a reward component fi
                                     ``leaf_reward`` float32 over the forest's nodes
 ``tok_node``        int32[B, R]     the forest node that owns each token (-1: none)
 ``tree_id``         int32[B]        which of a prompt's trees a row belongs to
+``leaf_row``        int32[N]        the row of each leaf node (-1: not a leaf); the score
+                                    phase fills ``leaf_reward`` from it
 ``anchor_ids``      int32[B, S]     per-turn anchor-state id (GiGPO)
 ``answer_probs``    float32[B, S]   policy probability of the gold answer after each turn
 ``turn_mask``       bool[B, S]      real turns
@@ -96,6 +98,7 @@ class Trajectories:
     leaf_reward: Array | None = None
     tok_node: Array | None = None
     tree_id: Array | None = None
+    leaf_row: Array | None = None
     anchor_ids: Array | None = None
     answer_probs: Array | None = None
     turn_mask: Array | None = None
@@ -208,6 +211,7 @@ FIELD_SOURCES: dict[str, str] = {
     "leaf_reward": "rollout.strategy='tree' (scored leaves)",
     "tok_node": "rollout.strategy='tree'",
     "tree_id": "rollout.strategy='tree'",
+    "leaf_row": "rollout.strategy='tree'",
     "anchor_ids": "rollout.strategy='env' (multi-turn environments)",
     "answer_probs": "rollout.strategy='env' (multi-turn environments)",
     "turn_mask": "rollout.strategy='env' (multi-turn environments)",

@@ -858,3 +858,36 @@ def _check_env_rollout(config, num_devices):
             "the multihop task's world; set --config.task.name=multihop or give "
             "rollout.env.corpus_path (a JSONL corpus)"
         )
+
+
+def _check_tree_rollout(config, num_devices):
+    """``rollout.tree`` (the shape of ``rollout.strategy = "tree"``; see rollout.tree)."""
+    if not _has(config, "rollout.tree"):
+        return
+    _require(
+        config,
+        "rollout.tree.mode",
+        lambda v: v in ("eptree", "segment"),
+        "'eptree' (TreeRL's entropy-guided forks) or 'segment' (fork every segment_len tokens)",
+    )
+    for key in ("num_chains", "fork_points", "branches", "segment_len"):
+        _require(config, f"rollout.tree.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(config, "rollout.tree.rounds", lambda v: _is_int(v) and v >= 0, "an int >= 0")
+    _require(
+        config,
+        "rollout.tree.branching",
+        lambda v: len(v) >= 1 and all(_is_int(b) and b >= 1 for b in v),
+        "a non-empty tuple of ints >= 1 (children per node at each depth)",
+    )
+    tree = config.rollout.tree
+    if config.rollout.get("strategy", "group") == "tree" and _has(config, "rollout.n_samples"):
+        from jaxrl_reason.rollout.tree import TreeConfig
+
+        shape = TreeConfig.from_mapping(tree.to_dict() if hasattr(tree, "to_dict") else tree)
+        if config.rollout.n_samples > shape.max_leaves():
+            raise ConfigError(
+                f"rollout.n_samples={config.rollout.n_samples}: the leaf budget per prompt "
+                f"exceeds the tree's {shape.max_leaves()} leaves (rollout.tree: mode="
+                f"{shape.mode!r}, eptree M * (1 + rounds * fork_points * branches), segment "
+                "prod(branching)); grow the tree or lower rollout.n_samples"
+            )

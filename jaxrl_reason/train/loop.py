@@ -170,9 +170,11 @@ class Trainer:
                 max_steps=int(config.rollout.get("max_steps", 8)),
                 sample_fn=self._sample_fn(),
                 options={
-                    "env": config.rollout.env.to_dict() if "env" in config.rollout else {},
-                    "answer_probs": needs_field(config, "answer_probs"),
-                },
+                    name: config.rollout[name].to_dict()
+                    for name in ("env", "tree")
+                    if name in config.rollout
+                }
+                | {"answer_probs": needs_field(config, "answer_probs")},
             )
         )
         self.credit_fn = phases.make_credit_fn(
@@ -314,7 +316,9 @@ class Trainer:
         metrics_acc = self._update_phase(traj, step)
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
-        out.update(getattr(self.strategy, "last_stats", None) or {})  # e.g. env/* of episodes
+        stats = getattr(self.strategy, "last_stats", None) or {}
+        # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
+        out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
         self._last_samples = [
             {
                 "prompt": ex.prompt,

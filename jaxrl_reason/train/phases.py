@@ -165,8 +165,10 @@ def score(
     fields["token_rewards"] = outcome_token_rewards(
         out.total, lengths, traj.response_width, np.asarray(traj.loss_mask)
     )
-    if traj.is_leaf is not None and traj.leaf_reward is None and "leaf_row" in fields:
-        rows = np.asarray(fields.pop("leaf_row"))
+    leaf_row = fields.pop("leaf_row", None)
+    leaf_row = traj.leaf_row if traj.leaf_row is not None else leaf_row
+    if traj.is_leaf is not None and traj.leaf_reward is None and leaf_row is not None:
+        rows = np.asarray(leaf_row)
         fields["leaf_reward"] = np.where(rows >= 0, out.total[np.maximum(rows, 0)], 0.0)
     traj = traj.replace(**fields)
     return traj, Scored(texts, row_examples, correct, keys, out.bonus, out.components)

@@ -96,6 +96,9 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     assert np.any(adv[mask > 0] != 0.0), "varying rewards should give non-zero advantages"
     for field in credit.inputs(name).values():
         assert getattr(traj, field) is not None
+    if strategy == "tree":  # the strategy's budget stats reach the step metrics
+        assert m["rollout/leaves"] == traj.batch_size
+        assert 0 < m["rollout/decoded_tokens"] <= m["rollout/leaf_tokens"]
 
 
 def test_print_config_validates_and_prints_json_without_a_model():
