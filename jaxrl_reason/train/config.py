@@ -860,6 +860,7 @@ def _check_env_rollout(config, num_devices):
         )
 
 
+@register_validator
 def _check_tree_rollout(config, num_devices):
     """``rollout.tree`` (the shape of ``rollout.strategy = "tree"``; see rollout.tree)."""
     if not _has(config, "rollout.tree"):
