@@ -381,6 +381,20 @@ def _model_config(model) -> Any:
     )
 
 
+def stop_and_pad_ids(cfg: SamplingConfig, model_cfg: Any) -> tuple[tuple[int, ...], int]:
+    """``(stop token ids, pad id)`` of a sampling config, defaulting to the model config's
+    EOS (no stop when it has none) and pad id (0 when it has none)."""
+    stop_ids = cfg.stop_token_ids
+    if stop_ids is None:
+        eos = getattr(model_cfg, "eos_token_id", None)
+        stop_ids = () if eos is None else (int(eos),)
+    pad_id = cfg.pad_token_id
+    if pad_id is None:
+        pad_id = getattr(model_cfg, "pad_token_id", None)
+        pad_id = 0 if pad_id is None else int(pad_id)
+    return tuple(stop_ids), int(pad_id)
+
+
 def _head_logits(hidden: jax.Array, w: jax.Array) -> jax.Array:
     """float32 logits ``hidden[B, D] @ w[D, V]``: the same product the trainer's kernel uses."""
     return jnp.dot(hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32)
@@ -565,14 +579,7 @@ def sample(
     batch, plen = tokens.shape
     mcfg = _model_config(model)
 
-    stop_ids = cfg.stop_token_ids
-    if stop_ids is None:
-        eos = getattr(mcfg, "eos_token_id", None)
-        stop_ids = () if eos is None else (int(eos),)
-    pad_id = cfg.pad_token_id
-    if pad_id is None:
-        pad_id = getattr(mcfg, "pad_token_id", None)
-        pad_id = 0 if pad_id is None else int(pad_id)
+    stop_ids, pad_id = stop_and_pad_ids(cfg, mcfg)
     max_pos = getattr(mcfg, "max_position_embeddings", None)
     longest = int(mask.sum(axis=1).max())
     if max_pos is not None and longest + cfg.max_new_tokens > max_pos:

@@ -46,6 +46,7 @@ from jaxrl_reason.rollout.sampler import (
     _head_logits,
     _model_config,
     _sample_token,
+    stop_and_pad_ids,
 )
 
 __all__ = [
@@ -517,14 +518,7 @@ def generate(
         active = active & (limit > 0)
     _check_capacity(session, steps, "generate")
     mcfg = _model_config(model)
-    stop_ids = cfg.stop_token_ids
-    if stop_ids is None:
-        eos = getattr(mcfg, "eos_token_id", None)
-        stop_ids = () if eos is None else (int(eos),)
-    pad_id = cfg.pad_token_id
-    if pad_id is None:
-        pad_id = getattr(mcfg, "pad_token_id", None)
-        pad_id = 0 if pad_id is None else int(pad_id)
+    stop_ids, pad_id = stop_and_pad_ids(cfg, mcfg)
     static = _GenStatic(
         steps=steps,
         top_k=int(cfg.top_k),
