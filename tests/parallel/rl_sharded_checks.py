@@ -281,7 +281,7 @@ def check_sampled_sampler(results, name="data2_fsdp2_tensor2"):
     ref = sample(model, tokens, mask, key, cfg)
     mesh = parallel.make_mesh(MESHES[name])
     model, _, _, _ = new_params()
-    ro = pts.sample_on_mesh(model, tokens, mask, key, cfg, mesh)
+    ro = sample_on_mesh(model, tokens, mask, key, cfg, mesh)
     same = np.array_equal(np.asarray(ro.tokens), np.asarray(ref.tokens))
     lp_err = float(np.max(np.abs(np.asarray(ro.logprobs) - np.asarray(ref.logprobs))))
     # Not greedy: the two samples of a prompt differ, and tokens are varied.

@@ -70,7 +70,8 @@ def test_tiny_run_with_exploration_and_ttrl_resumes_history(tmp_path):
     trainer = Trainer(cfg, str(tmp_path), resume=True)
     # Resuming restores the exploration answer history, not a fresh one.
     assert meta["answer_history"], meta
-    assert json.loads(json.dumps(trainer.history.state_dict())) == meta["answer_history"]
+    restored = trainer.scorer.state["answer_history"].state_dict()
+    assert json.loads(json.dumps(restored)) == meta["answer_history"]
     tokens = np.arange(10, dtype=np.int32).reshape(2, 5)
     np.testing.assert_allclose(exported(tokens), trainer.policy()(tokens), rtol=1e-5, atol=1e-5)
 
