@@ -101,11 +101,8 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
         assert 0 < m["rollout/decoded_tokens"] <= m["rollout/leaf_tokens"]
 
 
-def test_print_config_validates_and_prints_json_without_a_model():
-    import json
-
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run(
+def _print_config(*overrides):
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -113,34 +110,25 @@ def test_print_config_validates_and_prints_json_without_a_model():
             "--config",
             os.path.join(CONFIGS, "tiny_debug.py"),
             "--print-config",
-            "--config.algo.estimator=rloo",
+            *overrides,
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env=env,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
         timeout=120,
     )
+
+
+def test_print_config_validates_and_prints_json_without_a_model():
+    import json
+
+    out = _print_config("--config.algo.estimator=rloo")
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout)
     assert cfg["algo"]["estimator"] == "rloo" and cfg["model"]["name"] == "tiny_debug"
     assert "Loading" not in out.stderr
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train",
-            "--config",
-            os.path.join(CONFIGS, "tiny_debug.py"),
-            "--print-config",
-            "--config.algo.estimator=pure",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    bad = _print_config("--config.algo.estimator=pure")
     assert bad.returncode == 2 and bad.stdout == ""
     assert "algo.estimator='pure' needs the input 'step_scores'" in bad.stderr
 
