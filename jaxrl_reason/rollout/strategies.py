@@ -151,6 +151,14 @@ class GroupStrategy(RolloutStrategy):
         fn = s.sample_fn or sample
         ro = jax.tree.map(np.asarray, fn(policy, tokens, mask, key, s.sampling))
         resp_mask = ro.response_mask.astype(bool)
+        # The same budget numbers the tree strategy reports, so that runs of both compare at
+        # equal generated tokens: i.i.d. samples share nothing but the prompt.
+        decoded = float(ro.lengths.sum())
+        self.last_stats = {
+            "leaves": float(ro.lengths.shape[0]),
+            "decoded_tokens": decoded,
+            "leaf_tokens": decoded,
+        }
         return Trajectories(
             prompt_tokens=ro.prompt_tokens.astype(np.int32),
             prompt_mask=ro.prompt_mask.astype(bool),

@@ -99,6 +99,9 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     if strategy == "tree":  # the strategy's budget stats reach the step metrics
         assert m["rollout/leaves"] == traj.batch_size
         assert 0 < m["rollout/decoded_tokens"] <= m["rollout/leaf_tokens"]
+    if strategy == "group":  # i.i.d. samples: every leaf token was decoded once
+        assert m["rollout/leaves"] == traj.batch_size
+        assert m["rollout/decoded_tokens"] == m["rollout/leaf_tokens"] == traj.lengths.sum()
 
 
 def _print_config(*overrides):
