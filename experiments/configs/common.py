@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mini_batch_size = 64
     c.train.micro_batch_size = 32
     c.train.shuffle = True
+    # > 0: stop once the sampler has generated this many tokens in all (shared tree prefixes
+    # counted once; rollout/decoded_tokens_total), for comparisons at equal generation budget.
+    c.train.token_budget = 0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 2e-5

@@ -582,6 +582,12 @@ def _check_train_and_checkpoints(config, num_devices):
         "an int >= 1 (how many recent checkpoints to keep)",
         "0 would delete every save; set --config.max_checkpoints=2",
     )
+    _require(
+        config,
+        "train.token_budget",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+        "a number >= 0 (0: no budget; else stop after this many generated tokens)",
+    )
 
 
 @register_validator

@@ -125,6 +125,9 @@ class Trainer:
             jax.tree.map(jnp.copy, self.state["params"]) if needs_reference(config) else None
         )
         self.step = 0
+        # Tokens the sampler has generated since step 0 (``train.token_budget`` stops on it;
+        # saved with each checkpoint so that a resumed run stops where the straight one does).
+        self.decoded_total = 0.0
         self.stopped_by_signal: str | None = None
         self.ckpt = Checkpointer(
             os.path.join(workdir, "checkpoints"),
@@ -155,6 +158,7 @@ class Trainer:
                 self.state = restored.state
                 self.step = int(restored.step)
                 self.data.restore(restored.metadata["data"])
+                self.decoded_total = float(restored.metadata.get("decoded_tokens_total", 0.0))
                 if "answer_history" in restored.metadata:
                     from jaxrl_reason.rewards.exploration import AnswerHistory
 
@@ -319,6 +323,8 @@ class Trainer:
         stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
+        self.decoded_total += float(stats.get("decoded_tokens", 0.0))
+        out["rollout/decoded_tokens_total"] = self.decoded_total
         self._last_samples = [
             {
                 "prompt": ex.prompt,
@@ -451,7 +457,11 @@ class Trainer:
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """JSON state saved beside the arrays: data position and the answer history."""
-        meta: dict[str, Any] = {"data": self.data.state(), "step": self.step}
+        meta: dict[str, Any] = {
+            "data": self.data.state(),
+            "step": self.step,
+            "decoded_tokens_total": self.decoded_total,
+        }
         history = self.scorer.state.get("answer_history")
         if history is not None:
             meta["answer_history"] = history.state_dict()
@@ -467,7 +477,9 @@ class Trainer:
         return path
 
     def run(self, writer=None) -> list[dict[str, float]]:
-        """Trains until ``total_steps``; returns the metrics rows written.
+        """Trains until ``total_steps`` (or, with ``train.token_budget > 0``, until the
+        sampler has generated that many tokens in all, whichever comes first: the last step is
+        evaluated, saved and exported like step ``total_steps``); returns the metrics rows.
 
         A SIGTERM or SIGINT (:class:`jaxrl_reason.train.preemption.StopSignal`) finishes the
         current step, saves a checkpoint, flushes the metrics and returns; a second signal
@@ -486,6 +498,8 @@ class Trainer:
         rows = []
         bar = progress_bar(cfg.total_steps, initial=self.step)
         max_bad = int(cfg.train.get("max_nonfinite_updates", 3))
+        budget = float(cfg.train.get("token_budget", 0))
+        finished = self.step >= cfg.total_steps or (0 < budget <= self.decoded_total)
         bad_run = 0
         self.stopped_by_signal = None
         try:
@@ -494,11 +508,12 @@ class Trainer:
                     m = {"step": 0, **self.evaluate(0)}
                     writer.write_metrics(0, m)
                     rows.append(m)
-                while self.step < cfg.total_steps:
+                while self.step < cfg.total_steps and not finished:
                     m = self.train_step()
                     s = self.step
+                    finished = s == cfg.total_steps or (0 < budget <= self.decoded_total)
                     bad_run = bad_run + 1 if m.get("update/nonfinite", 0.0) > 0 else 0
-                    if cfg.eval_every and (s % cfg.eval_every == 0 or s == cfg.total_steps):
+                    if cfg.eval_every and (s % cfg.eval_every == 0 or finished):
                         m.update(self.evaluate(s))
                     if not all(math.isfinite(v) for v in m.values() if isinstance(v, float)):
                         m["nonfinite_metrics"] = 1.0
@@ -515,12 +530,12 @@ class Trainer:
                             "optim.learning_rate or check the rewards, then --resume"
                         )
                     requested = stop.poll()
-                    if self.ckpt.should_save(s) or requested or s == cfg.total_steps:
+                    if self.ckpt.should_save(s) or requested or finished:
                         self.ckpt.save(s, self.state, self.checkpoint_metadata())
                     if requested:
                         self.stopped_by_signal = stop.signal_name or "stop request"
                         break
-            if self.step >= cfg.total_steps and cfg.get("export", True):
+            if finished and cfg.get("export", True):
                 from jaxrl_reason.parallel import is_main_process
 
                 if is_main_process():
