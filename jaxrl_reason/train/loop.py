@@ -129,6 +129,7 @@ class Trainer:
         # saved with each checkpoint so that a resumed run stops where the straight one does).
         self.decoded_total = 0.0
         self.stopped_by_signal: str | None = None
+        self._eval_strategy = None  # the episode evaluator (env strategy), built on first use
         self.ckpt = Checkpointer(
             os.path.join(workdir, "checkpoints"),
             save_every=config.checkpoint_every,
@@ -439,6 +440,8 @@ class Trainer:
         from jaxrl_reason.eval.runner import evaluate_policy
         from jaxrl_reason.train.config import eval_kwargs_from_config
 
+        if self.strategy.name == "env":
+            return self.evaluate_episodes(step)
         examples = list(self.eval_task[: self.config.eval.num_prompts])
         metrics, self._last_eval_records = evaluate_policy(
             self.policy(),
@@ -451,6 +454,45 @@ class Trainer:
         )
         out = {f"eval/{k}": v for k, v in metrics.items() if k not in ("time_s", "tokens_per_s")}
         out["time/eval_s"] = metrics["time_s"]
+        return out
+
+    def evaluate_episodes(self, step: int) -> dict[str, float]:
+        """Held-out evaluation of a multi-turn agent: one greedy episode per held-out prompt in
+        the training environment (same tools, turn and token limits), built on the held-out
+        split of the task (for ``multihop``: its own entities, documents and BM25 index).
+
+        Returns ``eval/accuracy`` (the task verifier on each episode's final answer, as in
+        training), ``eval/answered``, ``eval/turns_mean``, ``eval/tool_calls``,
+        ``eval/tool_errors``, ``eval/obs_tokens``, ``eval/truncated`` (means over episodes)
+        and ``time/eval_s``. ``eval.n_samples`` is not used for episodes (greedy only).
+        """
+        t0 = time.perf_counter()
+        cfg = self.config.eval
+        base = self.strategy.settings
+        settings = dataclasses.replace(
+            base,
+            task=self.eval_task,
+            sampling=dataclasses.replace(base.sampling, n=1, greedy=True),
+            options={k: v for k, v in base.options.items() if k != "answer_probs"},
+        )
+        if self._eval_strategy is None:  # built once: the held-out corpus index is cached
+            self._eval_strategy = type(self.strategy)(settings)
+        strat = self._eval_strategy
+        examples = list(self.eval_task[: cfg.num_prompts])
+        size = max(1, int(cfg.get("batch_prompts", 32)))
+        sums: dict[str, float] = {}
+        correct_all: list[float] = []
+        for i in range(0, len(examples), size):
+            batch = examples[i : i + size]
+            strat.collect(self.policy(), batch, self.step_key(step, 7 + i))
+            correct = self.eval_task.verify_batch(list(strat.last_answers), batch)
+            correct_all.extend(float(c) for c in correct)
+            for k, v in strat.last_stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
+        n = max(len(examples), 1)
+        out = {"eval/accuracy": float(np.mean(correct_all)) if correct_all else 0.0}
+        out.update({f"eval/{k.split('/', 1)[-1]}": v / n for k, v in sums.items()})
+        out["time/eval_s"] = time.perf_counter() - t0
         return out
 
     # -- the loop ------------------------------------------------------------------------------

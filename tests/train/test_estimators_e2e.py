@@ -172,3 +172,34 @@ def test_every_runnable_config_trains_one_step_with_tiny_debug(path, tmp_path):
         pytest.skip(f"rollout.strategy={raw.rollout.strategy!r} is not built yet")
     rows = run_experiment(load_config(path, TINY + _data_overrides(path)), str(tmp_path))
     assert len(rows) == 1 and np.isfinite(rows[0]["loss"])
+
+
+def test_multiturn_runs_are_evaluated_on_held_out_episodes(tmp_path):
+    """An env config evaluates greedy episodes in the held-out split's own environment: the
+    eval metrics are the episodes' (turns, tool calls), not single-turn responses'."""
+    from jaxrl_reason.train.loop import Trainer
+
+    path = os.path.join(CONFIGS, "smollm2_search_grpo.py")
+    cfg = load_config(
+        path,
+        [
+            *TINY,
+            "--config.rollout.max_new_tokens=48",
+            "--config.eval.num_prompts=3",
+            "--config.eval.batch_prompts=2",
+        ],
+    )
+    trainer = Trainer(cfg, str(tmp_path))
+    try:
+        m = trainer.evaluate(0)
+        strat = trainer._eval_strategy
+    finally:
+        trainer.ckpt.close()
+    assert strat.settings.task is trainer.eval_task and strat.settings.sampling.greedy
+    assert strat.settings.sampling.n == 1
+    for k in ("eval/accuracy", "eval/turns_mean", "eval/tool_calls", "eval/obs_tokens"):
+        assert k in m, k
+    assert 1.0 <= m["eval/turns_mean"] <= cfg.rollout.env.max_turns
+    assert 0.0 <= m["eval/accuracy"] <= 1.0
+    # The random model never answers, so no held-out episode can be right.
+    assert m["eval/answered"] == 0.0 and m["eval/accuracy"] == 0.0
