@@ -21,6 +21,6 @@ def get_config():
     c.rollout.env.max_turn_tokens = 96
     c.rollout.env.max_obs_tokens = 32
     c.rollout.max_new_tokens = 384
-    c.eval_every = 0
-    c.eval_at_start = False
+    c.eval_every = 10  # greedy held-out episodes with the same tools (evaluate_episodes)
+    c.eval.num_prompts = 50
     return c

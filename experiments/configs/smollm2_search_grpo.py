@@ -2,8 +2,9 @@
 ``<search> query </search>`` calls answered with BM25 passages over the generated multi-hop
 world (``task.name="multihop"``), then ``<answer> ... </answer>``; exact-match reward.
 
-Episode layout and the rollout loop: ``jaxrl_reason/rollout/multiturn.py``. Evaluation is
-off (``eval_every = 0``): the held-out evaluator is single-turn and does not run episodes.
+Episode layout and the rollout loop: ``jaxrl_reason/rollout/multiturn.py``. Held-out
+evaluation runs one greedy episode per test question in the test sub-world's own corpus
+(``Trainer.evaluate_episodes``: accuracy, turns, searches).
 """
 
 from experiments.configs.common import base_config
@@ -24,8 +25,8 @@ def search_config():
     c.rollout.env.k = 3
     c.rollout.max_new_tokens = 640  # the whole episode: actions and observations
     c.rollout.temperature = 1.0
-    c.eval_every = 0
-    c.eval_at_start = False
+    c.eval_every = 10
+    c.eval.num_prompts = 50
     return c
 
 
