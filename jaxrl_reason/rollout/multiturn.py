@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -349,6 +350,7 @@ class EnvStrategy(RolloutStrategy):
         eps = [_Episode() for _ in range(b)]
         tool_errors = np.zeros(b)
         cfg = dataclasses.replace(s.sampling, n=1)
+        self._tool_s = 0.0  # host time inside env.step (tools, retrieval, parsing)
         for turn in range(max_turns):
             active = np.array([not st.done for st in states])
             if not active.any():
@@ -371,7 +373,9 @@ class EnvStrategy(RolloutStrategy):
                 ep.add(gtok[i, :keep], glp[i, :keep], True, turn)
                 ep.budget_cut = keep < int(glen[i]) or len(ep.tokens) >= budget
                 actions[i] = tok.decode(gtok[i, :keep].tolist(), skip_special_tokens=True)
+            t_env = time.perf_counter()
             res = env.step(states, actions)
+            self._tool_s += time.perf_counter() - t_env
             obs_ids = [[] for _ in range(b)]
             for i in np.flatnonzero(active):
                 st, ep = states[i], eps[i]
@@ -469,6 +473,12 @@ class EnvStrategy(RolloutStrategy):
             "env/obs_tokens": float(np.mean(obs_tokens)),
             "env/answered": float(np.mean([st.answer is not None for st in states])),
             "env/truncated": float(np.mean(finish == 1)),
+            # Budget numbers shared with the other strategies (rollout/*): the policy's own
+            # tokens (observations are prefilled, not decoded), and the host time in the env.
+            "leaves": float(b),
+            "decoded_tokens": float(sum(int(np.sum(ep.policy)) for ep in eps)),
+            "leaf_tokens": float(sum(int(np.sum(ep.policy)) for ep in eps)),
+            "env_time_s": float(getattr(self, "_tool_s", 0.0)),
         }
         return traj
 

@@ -488,6 +488,8 @@ class Trainer:
             correct = self.eval_task.verify_batch(list(strat.last_answers), batch)
             correct_all.extend(float(c) for c in correct)
             for k, v in strat.last_stats.items():
+                if not k.startswith("env/"):
+                    continue
                 sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
         n = max(len(examples), 1)
         out = {"eval/accuracy": float(np.mean(correct_all)) if correct_all else 0.0}

@@ -151,6 +151,9 @@ def test_episode_layout(model_tok):
     assert st.last_stats["env/turns_mean"] == 3.0 and st.last_stats["env/tool_calls"] == 2.0
     assert st.last_stats["env/obs_tokens"] == float(sum(len(x) for x in obs_ids))
     assert st.last_transcripts[0].count("<obs>") == 2
+    # Budget: only the policy's tokens were decoded (observations are prefilled).
+    assert st.last_stats["decoded_tokens"] == float(traj.loss_mask.sum())
+    assert st.last_stats["leaves"] == 4.0 and st.last_stats["env_time_s"] >= 0.0
 
 
 def test_tokens_equal_a_reprefilled_turn_by_turn_reference(model_tok):
