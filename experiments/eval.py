@@ -14,6 +14,12 @@ step folder; ``STEP`` / ``latest`` = in ``--workdir/checkpoints``). The prompts 
 coverage and (with ``config.eval.n_samples > 1``) pass@k / maj@k / distinct answers come from
 :func:`jaxrl_reason.eval.runner.evaluate_policy`, the routine the training loop evaluates with.
 
+``--search greedy,sample,bon,beam,mcts`` runs inference-time search instead
+(:mod:`jaxrl_reason.search`, knobs ``--n --beam-width --expansions --simulations --max-depth
+--step-tokens --scorer``): ``eval.json`` then holds ``search = {mode: {accuracy,
+tokens_generated, score_mean}}`` (and ``metrics["<mode>/accuracy"]`` ...); ``--plot`` adds
+``search_plot.png``, accuracy against tokens generated.
+
 Writes ``eval.json`` (metrics + a config summary) and ``eval_samples.jsonl`` (one record per
 prompt) to ``--workdir`` and prints a summary table. Config errors (unknown key, wrong type,
 ``eval.ks`` above ``eval.n_samples``, no checkpoint to load) exit with status 2 before anything
@@ -49,7 +55,134 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None, help="overrides config.model.name (name or HF dir)")
     p.add_argument("--split", default="test", help="task split to evaluate (default: test)")
+    g = p.add_argument_group("search (jaxrl_reason.search), instead of the standard evaluation")
+    g.add_argument(
+        "--search",
+        default=None,
+        help="comma-separated modes among " + ",".join(SEARCH_MODES) + " (e.g. greedy,bon,beam)",
+    )
+    g.add_argument("--n", type=int, default=4, help="bon: samples per problem")
+    g.add_argument("--beam-width", type=int, default=2, help="beam: beams kept (B)")
+    g.add_argument("--expansions", type=int, default=2, help="beam / mcts: steps per expansion")
+    g.add_argument("--simulations", type=int, default=8, help="mcts: simulations per problem")
+    g.add_argument("--max-depth", type=int, default=4, help="beam / mcts: steps before the end")
+    g.add_argument("--step-tokens", type=int, default=32, help="most tokens of one step")
+    g.add_argument(
+        "--scorer",
+        default="oracle",
+        choices=("oracle", "outcome"),
+        help="oracle: arith_chain's step oracle; outcome: the task's verifier",
+    )
+    g.add_argument(
+        "--plot", action="store_true", help="also write search_plot.png (accuracy vs tokens)"
+    )
     return p
+
+
+#: ``--search`` modes: greedy decoding, one sample, best-of-N, step beam search, MCTS*.
+SEARCH_MODES = ("greedy", "sample", "bon", "beam", "mcts")
+
+
+def parse_search(spec: str | None) -> list[str]:
+    """The ``--search`` modes in order; raises ConfigError on an unknown one."""
+    from jaxrl_reason.train.config import ConfigError
+
+    if spec is None:
+        return []
+    modes = [m.strip() for m in spec.split(",") if m.strip()]
+    bad = [m for m in modes if m not in SEARCH_MODES]
+    if bad or not modes:
+        raise ConfigError(f"--search {spec}: use modes among {', '.join(SEARCH_MODES)}")
+    return modes
+
+
+def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[str, dict]:
+    """Runs each ``--search`` mode on ``examples``; returns ``{mode: {"accuracy",
+    "tokens_generated", "score_mean"}}``. Every mode decodes with
+    :class:`jaxrl_reason.search.SessionExpander` at ``config.rollout.temperature`` (greedy
+    mode: argmax), budget ``config.rollout.max_new_tokens``; accuracy is the task's verifier
+    on the chosen response."""
+    import jax
+    import numpy as np
+
+    from jaxrl_reason import search
+    from jaxrl_reason.rollout import SamplingConfig
+    from jaxrl_reason.rollout.chat import stop_token_ids
+
+    if args.scorer == "oracle":
+        score_fn = search.arith_chain_oracle_scorer()
+    else:
+        score_fn = search.outcome_scorer(task)
+    stops = stop_token_ids(tokenizer, model)
+    out: dict[str, dict] = {}
+    for i, mode in enumerate(modes):
+        cfg = SamplingConfig(
+            greedy=mode == "greedy",
+            temperature=float(config.rollout.temperature),
+            top_p=float(config.rollout.top_p),
+            top_k=int(config.rollout.top_k),
+            stop_token_ids=stops,
+        )
+        exp = search.SessionExpander(
+            model,
+            tokenizer,
+            task,
+            sampling=cfg,
+            max_new_tokens=int(config.rollout.max_new_tokens),
+            step_tokens=args.step_tokens,
+        )
+        key = jax.random.fold_in(jax.random.key(config.seed), i)
+        if mode in ("greedy", "sample"):
+            res = search.best_of_n(exp, score_fn, examples, key, n=1)
+        elif mode == "bon":
+            res = search.best_of_n(exp, score_fn, examples, key, n=args.n)
+        elif mode == "beam":
+            res = search.beam_search(
+                exp,
+                score_fn,
+                examples,
+                key,
+                beam_width=args.beam_width,
+                expansions=args.expansions,
+                max_depth=args.max_depth,
+            )
+        else:
+            res = search.mcts(
+                exp,
+                score_fn,
+                examples,
+                key,
+                simulations=args.simulations,
+                expansions=args.expansions,
+                max_depth=args.max_depth,
+            )
+        correct = np.asarray(task.verify_batch(res.texts, examples), np.float64)
+        out[mode] = {
+            "accuracy": float(correct.mean()),
+            "tokens_generated": int(res.tokens_generated),
+            "score_mean": float(np.mean(res.scores)),
+        }
+    return out
+
+
+def plot_search(results: dict[str, dict], path: str) -> None:
+    """Accuracy against tokens generated, one labelled point per search mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for mode, r in results.items():
+        ax.scatter([r["tokens_generated"]], [r["accuracy"]])
+        ax.annotate(mode, (r["tokens_generated"], r["accuracy"]))
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens generated (all problems)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("search: accuracy vs compute")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def resolve_checkpoint(spec: str, workdir: str) -> tuple[str, int, str | None]:
@@ -138,9 +271,19 @@ def format_table(metrics: dict[str, float]) -> str:
     """Two-column text table of the metrics (rates as percentages)."""
     lines = []
     for k, v in metrics.items():
-        pct = k in ("accuracy", "extraction_coverage", "truncated_rate", "no_answer_rate") or (
-            k.startswith(
-                ("pass@", "maj@", "sample/acc", "sample/ext", "sample/trunc", "extraction/")
+        pct = (
+            k.endswith("/accuracy")
+            or k
+            in (
+                "accuracy",
+                "extraction_coverage",
+                "truncated_rate",
+                "no_answer_rate",
+            )
+            or (
+                k.startswith(
+                    ("pass@", "maj@", "sample/acc", "sample/ext", "sample/trunc", "extraction/")
+                )
             )
         )
         lines.append(f"  {k:<28} {100 * v:8.1f} %" if pct else f"  {k:<28} {v:10.2f}")
@@ -173,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
         validate(config, num_devices=jax.device_count())
         if args.checkpoint is not None:  # fail on a missing checkpoint before building anything
             resolve_checkpoint(args.checkpoint, args.workdir)
+        modes = parse_search(args.search)
+        if modes and args.scorer == "oracle" and config.task.name != "arith_chain":
+            raise ConfigError(
+                f"--scorer oracle is arith_chain's step oracle; task.name={config.task.name!r}: "
+                "pass --scorer outcome"
+            )
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -194,15 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     task = build_task(config.task, args.split)
     examples = list(task[: min(num_prompts, len(task))])
     t_load = time.perf_counter() - t0
-    metrics, records = evaluate_policy(
-        model,
-        tokenizer,
-        task,
-        examples,
-        key=jax.random.key(config.seed),
-        stop_token_ids=stop_token_ids(tokenizer, model),
-        **eval_kw,
-    )
+    searches = None
+    if modes:
+        searches = run_searches(config, args, model, tokenizer, task, examples, modes)
+        metrics = {f"{mode}/{k}": v for mode, r in searches.items() for k, v in r.items()}
+        records = []
+    else:
+        metrics, records = evaluate_policy(
+            model,
+            tokenizer,
+            task,
+            examples,
+            key=jax.random.key(config.seed),
+            stop_token_ids=stop_token_ids(tokenizer, model),
+            **eval_kw,
+        )
 
     os.makedirs(args.workdir, exist_ok=True)
     summary = {
@@ -217,6 +372,21 @@ def main(argv: list[str] | None = None) -> int:
         },
         "eval": {k: list(v) if isinstance(v, tuple) else v for k, v in eval_kw.items()},
         "seed": config.seed,
+        "search": searches,
+        "search_args": None
+        if searches is None
+        else {
+            k: getattr(args, k)
+            for k in (
+                "n",
+                "beam_width",
+                "expansions",
+                "simulations",
+                "max_depth",
+                "step_tokens",
+                "scorer",
+            )
+        },
         "load_s": t_load,
         "config": to_json_dict(config),
     }
@@ -233,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"[eval] {source} on {config.task.name}/{args.split}, {len(examples)} prompts")
     print(format_table(metrics))
+    if searches is not None and args.plot:
+        plot_search(searches, os.path.join(args.workdir, "search_plot.png"))
     print(f"[eval] wrote {os.path.join(args.workdir, 'eval.json')}", flush=True)
     return 0
 

@@ -65,6 +65,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.strategy = "group"
     c.rollout.step_rule = "auto"
     c.rollout.max_steps = 8
+    # DAPO dynamic sampling (Yu et al. 2025; jaxrl_reason.train.loop.Trainer._dynamic_sampling):
+    # drop groups whose dynamic_metric ("acc" = the verifier, DAPO's default, or "reward") is
+    # the same on every sample and roll out rollout.batch_prompts more prompts, at most
+    # max_resample_rounds extra rounds per step (DAPO's max_num_gen_batches - 1); if still
+    # short, the batch is completed with dropped groups whose loss mask is zeroed.
+    c.rollout.dynamic_sampling = False
+    c.rollout.dynamic_metric = "acc"
+    c.rollout.max_resample_rounds = 3
     # rollout.strategy="env": multi-turn episodes in an environment (jaxrl_reason.envs, see
     # jaxrl_reason/rollout/multiturn.py). rollout.max_new_tokens is then the episode's total
     # response budget (actions and observations); max_turns <= rollout.max_steps.

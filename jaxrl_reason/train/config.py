@@ -591,6 +591,36 @@ def _check_train_and_checkpoints(config, num_devices):
 
 
 @register_validator
+def _check_dynamic_sampling(config, num_devices):
+    """``rollout.dynamic_sampling`` (DAPO): a bool, its metric, its round cap, and a strategy
+    whose rows can be regrouped (one row per sample: ``group``)."""
+    if not _has(config, "rollout.dynamic_sampling"):
+        return
+    _require(config, "rollout.dynamic_sampling", lambda v: isinstance(v, bool), "True or False")
+    if not config.rollout.dynamic_sampling:
+        return
+    _require(
+        config,
+        "rollout.dynamic_metric",
+        lambda v: v in ("acc", "reward"),
+        "'acc' (the verifier, DAPO's default) or 'reward' (the weighted total)",
+    )
+    _require(
+        config,
+        "rollout.max_resample_rounds",
+        lambda v: _is_int(v) and v >= 0,
+        "an int >= 0 (extra sampling rounds per step)",
+    )
+    strategy = config.rollout.get("strategy", "group")
+    if strategy != "group":
+        raise ConfigError(
+            f"rollout.dynamic_sampling=True needs rollout.strategy='group' (got {strategy!r}): "
+            "tree forests and environment anchors are per batch and cannot be regrouped; "
+            "set --config.rollout.dynamic_sampling=False"
+        )
+
+
+@register_validator
 def _check_optim(config, num_devices):
     if "optim" not in config:
         return

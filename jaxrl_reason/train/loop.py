@@ -301,6 +301,12 @@ class Trainer:
         answers = getattr(self.strategy, "last_answers", None)
         traj, scored = phases.score(traj, examples, self.scorer, answers=answers)
         times.reward_s = time.perf_counter() - t0
+        dyn_metrics: dict[str, float] = {}
+        if self.config.rollout.get("dynamic_sampling", False):
+            traj, scored, examples, dyn_metrics = self._dynamic_sampling(
+                traj, scored, examples, step, times
+            )
+        self.last_scored = scored
 
         t0 = time.perf_counter()
         batch = self._model_batch(traj)
@@ -321,6 +327,7 @@ class Trainer:
         metrics_acc = self._update_phase(traj, step)
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
+        out.update(dyn_metrics)
         stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
@@ -343,6 +350,63 @@ class Trainer:
                 rec["transcript"] = text
         self.step = step + 1
         return out
+
+    def _dynamic_sampling(self, traj, scored, examples, step, times):
+        """DAPO dynamic sampling (Yu et al. 2025, arXiv 2503.14476; verl's
+        ``RayDAPOTrainer.fit``): drop the groups whose metric is the same on every row
+        (:func:`phases.informative_groups`; ``rollout.dynamic_metric``: ``"acc"``, the
+        verifier, DAPO's default, or ``"reward"``), draw ``rollout.batch_prompts`` more prompts
+        from the run's data iterator and roll them out, until the batch holds that many
+        informative groups or ``rollout.max_resample_rounds`` extra rounds are spent; surplus
+        groups are discarded. If the cap is hit, the batch is completed with dropped groups
+        whose ``loss_mask`` is zeroed (the shapes stay fixed; no all-equal group is trained on).
+
+        The extra prompts come from ``self.data``, so the checkpointed iterator position
+        includes them and a resumed run draws exactly what the uninterrupted one drew. Round
+        ``r >= 1`` samples with ``step_key(step, 1000 + r)``.
+
+        Returns ``(traj, scored, examples, metrics)`` with ``batch/groups_dropped`` (all-equal
+        groups seen this step), ``batch/prompts_sampled`` (prompts rolled out this step),
+        ``batch/resample_rounds`` and ``batch/groups_masked`` (filler groups).
+        """
+        cfg = self.config.rollout
+        want = int(cfg.batch_prompts)
+        metric = cfg.get("dynamic_metric", "acc")
+        parts, exs_of, kept, dropped = [], [], [], []
+        sampled, rnd = 0, 0
+        while True:
+            parts.append((traj, scored))
+            exs_of.append(list(examples))
+            sampled += len(examples)
+            values = scored.correct if metric == "acc" else np.asarray(traj.reward)
+            keep = phases.informative_groups(values, np.asarray(traj.group_id), len(examples))
+            p = len(parts) - 1
+            kept += [(p, g) for g in range(len(examples)) if keep[g]]
+            dropped += [(p, g) for g in range(len(examples)) if not keep[g]]
+            if len(kept) >= want or rnd >= int(cfg.get("max_resample_rounds", 0)):
+                break
+            rnd += 1
+            t0 = time.perf_counter()
+            examples = next(self.data)
+            key = self.step_key(step, 1000 + rnd)
+            traj = phases.collect(self.strategy, self.policy(), examples, key)
+            times.rollout_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            traj, scored = phases.score(traj, examples, self.scorer)
+            times.reward_s += time.perf_counter() - t0
+        picks = kept[:want]
+        filler = dropped[: want - len(picks)]
+        masked = [False] * len(picks) + [True] * len(filler)
+        picks = picks + filler
+        traj, scored = phases.select_groups(parts, picks, masked=masked)
+        examples = [exs_of[p][g] for p, g in picks]
+        metrics = {
+            "batch/groups_dropped": float(len(dropped)),
+            "batch/prompts_sampled": float(sampled),
+            "batch/resample_rounds": float(rnd),
+            "batch/groups_masked": float(len(filler)),
+        }
+        return traj, scored, examples, metrics
 
     def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
         """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,

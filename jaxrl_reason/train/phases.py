@@ -30,9 +30,11 @@ __all__ = [
     "Scorer",
     "assign_credit",
     "collect",
+    "informative_groups",
     "make_credit_fn",
     "outcome_token_rewards",
     "score",
+    "select_groups",
     "update_batch",
 ]
 
@@ -249,3 +251,91 @@ def update_batch(traj: Trajectories, idx: np.ndarray) -> dict[str, np.ndarray]:
     if "values" in r:
         batch["old_values"] = r["values"].astype(np.float32)
     return batch
+
+
+# --------------------------------------------------------------------------------------------
+# DAPO dynamic sampling (Yu et al. 2025, arXiv 2503.14476).
+
+#: Trajectories fields indexed by the node axis (tree rollouts), which a row selection
+#: cannot carry; dynamic sampling is validated to run on row-only strategies.
+_NODE_FIELDS = ("parent", "is_leaf", "node_valid", "leaf_reward", "leaf_row")
+
+
+def informative_groups(values: np.ndarray, group_ids: np.ndarray, num_groups: int) -> np.ndarray:
+    """DAPO's filter: ``keep[g] = std_{rows of g}(values) > 0`` (or the group has one row).
+
+    ``values float[B]`` (the verifier's accuracy, DAPO's default metric ``acc``, or the total
+    reward), ``group_ids int[B]`` in ``[0, num_groups)`` -> ``bool[num_groups]``. An all-0 or
+    all-1 group has zero GRPO advantage everywhere: it carries no gradient, only dilutes a
+    token-mean loss. Worked example (G = 4): accs ``[1111] [0100] [0000] [1011]`` -> keep
+    ``[F, T, F, T]``.
+    """
+    v = np.asarray(values, np.float64)
+    g = np.asarray(group_ids)
+    keep = np.zeros(num_groups, bool)
+    for j in range(num_groups):
+        x = v[g == j]
+        keep[j] = len(x) == 1 or float(np.std(x)) > 0.0
+    return keep
+
+
+def select_groups(
+    parts: Sequence[tuple[Trajectories, Scored]],
+    picks: Sequence[tuple[int, int]],
+    *,
+    masked: Sequence[bool] | None = None,
+) -> tuple[Trajectories, Scored]:
+    """Rows of whole groups from several scored batches, as one batch.
+
+    Args:
+      parts: ``(traj, scored)`` of each sampling round (host arrays; the same response width
+        ``R``; prompt widths may differ: they are left-padded to the widest).
+      picks: ``(part, group)`` in output order; output group ``i`` gets ``group_id = i``.
+      masked: per pick, True to zero the group's ``loss_mask`` (filler rows that keep the
+        batch shape but carry no loss, when dynamic sampling ran out of rounds).
+
+    Returns:
+      ``(traj, scored)`` with every per-row field gathered (``group_id`` renumbered).
+    """
+    masked = [False] * len(picks) if masked is None else list(masked)
+    width = max(int(np.asarray(t.prompt_tokens).shape[1]) for t, _ in parts)
+    rows_of = []
+    for p, g in picks:
+        gid = np.asarray(parts[p][0].group_id)
+        rows_of.append(np.nonzero(gid == g)[0])
+    fields: dict[str, list[np.ndarray]] = {}
+    texts, exs, correct, keys, bonus = [], [], [], [], []
+    comps: dict[str, list[np.ndarray]] = {}
+    for i, ((p, _), rows) in enumerate(zip(picks, rows_of, strict=True)):
+        traj, sc = parts[p]
+        for f in dataclasses.fields(traj):
+            v = getattr(traj, f.name)
+            if v is None or f.name in _NODE_FIELDS:
+                continue
+            v = np.asarray(v)[rows]
+            if f.name in ("prompt_tokens", "prompt_mask") and v.shape[1] < width:
+                pad = np.zeros((v.shape[0], width - v.shape[1]), v.dtype)
+                v = np.concatenate([pad, v], axis=1)
+            if f.name == "group_id":
+                v = np.full_like(v, i)
+            if f.name == "loss_mask" and masked[i]:
+                v = np.zeros_like(v)
+            fields.setdefault(f.name, []).append(v)
+        texts += [sc.texts[r] for r in rows]
+        exs += [sc.examples[r] for r in rows]
+        keys += [sc.keys[r] for r in rows]
+        correct.append(np.asarray(sc.correct)[rows])
+        bonus.append(np.asarray(sc.bonus)[rows])
+        for name, v in sc.components.items():
+            comps.setdefault(name, []).append(np.asarray(v)[rows])
+    base = parts[0][0]
+    out = base.replace(**{k: np.concatenate(v, axis=0) for k, v in fields.items()})
+    scored = Scored(
+        texts,
+        exs,
+        np.concatenate(correct),
+        keys,
+        np.concatenate(bonus),
+        {k: np.concatenate(v) for k, v in comps.items()},
+    )
+    return out, scored

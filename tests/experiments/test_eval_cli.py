@@ -204,3 +204,51 @@ def test_smollm2_on_16_gsm8k_test_problems(tmp_path, capsys):
     assert m["extraction_coverage"] >= 0.5
     assert 0.0 <= m["accuracy"] <= 0.6
     assert m["accuracy"] == np.mean([r["greedy"]["correct"] for r in records])
+
+
+@pytest.mark.slow  # ~60 s on one shared core (session programs compile for several shapes)
+def test_search_beam_on_tiny_debug_writes_accuracy_and_tokens(tmp_path, capsys):
+    """``--search greedy,beam`` on arith_chain: per mode accuracy and tokens_generated."""
+    rc = eval_cli.main(
+        [
+            "--config",
+            CONFIG,
+            "--workdir",
+            str(tmp_path),
+            "--config.task.name=arith_chain",
+            "--config.task.low=1",
+            "--config.task.high=9",
+            "--config.task.template=Compute step by step. {problem} Then #### and the answer.",
+            "--config.eval.num_prompts=2",
+            "--config.rollout.max_new_tokens=8",
+            "--search",
+            "greedy,beam",
+            "--beam-width=2",
+            "--expansions=2",
+            "--max-depth=2",
+            "--step-tokens=4",
+            "--plot",
+        ]
+    )
+    assert rc == 0
+    with open(os.path.join(tmp_path, "eval.json")) as f:
+        summary = json.load(f)
+    s = summary["search"]
+    assert set(s) == {"greedy", "beam"}
+    for mode in s:
+        assert 0.0 <= s[mode]["accuracy"] <= 1.0
+        assert summary["metrics"][f"{mode}/accuracy"] == s[mode]["accuracy"]
+    # greedy decodes one response per prompt (<= 8 tokens each); beam decodes B*K = 4 first
+    # steps per prompt and K = 2 continuations of each of up to 2 beams
+    assert 0 < s["greedy"]["tokens_generated"] <= 2 * 8
+    assert s["beam"]["tokens_generated"] > s["greedy"]["tokens_generated"]
+    assert summary["search_args"]["beam_width"] == 2
+    assert os.path.getsize(tmp_path / "search_plot.png") > 0
+
+
+def test_search_unknown_mode_and_oracle_on_other_task_exit_2(tmp_path, capsys):
+    base = ["--config", CONFIG, "--workdir", str(tmp_path)]
+    assert eval_cli.main([*base, "--config.task.name=arith_chain", "--search", "dfs"]) == 2
+    assert "--search dfs" in capsys.readouterr().err
+    assert eval_cli.main([*base, "--config.task.name=arithmetic", "--search", "beam"]) == 2
+    assert "--scorer outcome" in capsys.readouterr().err
