@@ -37,6 +37,7 @@ __all__ = [
     "save_prm",
     "step_end_index",
     "step_logits",
+    "jit_step_scores",
     "step_scores",
 ]
 
@@ -169,7 +170,7 @@ class PRM:
     def scores(self, prompt_tokens, prompt_mask, response, segment_id, num_steps: int):
         """:func:`step_scores` of this PRM (jitted per shape), as ``np.float32[B, S]``."""
         return np.asarray(
-            _jit_scores(
+            jit_step_scores(
                 self.model,
                 self.head,
                 jnp.asarray(prompt_tokens, jnp.int32),
@@ -182,7 +183,8 @@ class PRM:
 
 
 @nnx.jit(static_argnames=("num_steps",))
-def _jit_scores(model, head, prompt_tokens, prompt_mask, response, segment_id, *, num_steps):
+def jit_step_scores(model, head, prompt_tokens, prompt_mask, response, segment_id, *, num_steps):
+    """:func:`step_scores` under ``nnx.jit`` (one compile per shape and ``num_steps``)."""
     return step_scores(
         model, head, prompt_tokens, prompt_mask, response, segment_id, num_steps=num_steps
     )
