@@ -204,3 +204,20 @@ def test_smollm2_on_16_gsm8k_test_problems(tmp_path, capsys):
     assert m["extraction_coverage"] >= 0.5
     assert 0.0 <= m["accuracy"] <= 0.6
     assert m["accuracy"] == np.mean([r["greedy"]["correct"] for r in records])
+
+
+def test_eval_prm_flag_rejects_a_missing_checkpoint_before_loading(tmp_path, capsys):
+    from experiments.eval import main
+
+    rc = main(
+        [
+            "--config",
+            "experiments/configs/tiny_debug.py",
+            "--workdir",
+            str(tmp_path),
+            "--prm",
+            str(tmp_path / "nope"),
+        ]
+    )
+    assert rc == 2
+    assert "--prm" in capsys.readouterr().err and not os.listdir(tmp_path)
