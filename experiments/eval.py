@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--plot", action="store_true", help="also write search_plot.png (accuracy vs tokens)"
     )
+    p.add_argument(
+        "--prm",
+        default=None,
+        help="a train_prm checkpoint: also report its ProcessBench first-error F1 on the "
+        "policy's sampled responses (tasks with oracle step labels: arith_chain)",
+    )
     return p
 
 
@@ -290,6 +296,45 @@ def format_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def prm_metrics(config, path: str, policy, tokenizer, task, examples) -> dict[str, float]:
+    """``prm/*``: first-error F1 (threshold ``prm.threshold``), its two accuracies and the
+    step accuracy of the PRM at ``path`` on ``rollout.n_samples`` responses per prompt sampled
+    from the policy, against the task's oracle step labels
+    (:func:`jaxrl_reason.eval.process.evaluate_prm`)."""
+    import jax
+
+    from jaxrl_reason.eval.process import evaluate_prm, sample_step_batch
+    from jaxrl_reason.models.prm import load_prm
+    from jaxrl_reason.rollout.strategies import sampling_config
+
+    prm = load_prm(path)
+    s = int(config.rollout.get("max_steps", 8))
+    batch = sample_step_batch(
+        policy,
+        tokenizer,
+        task,
+        examples,
+        jax.random.fold_in(jax.random.key(config.seed), 11),
+        sampling_config(config.rollout, tokenizer),
+        step_rule=config.rollout.get("step_rule", "auto"),
+        num_steps=s,
+    )
+    out = evaluate_prm(
+        lambda pt, pm, tok, seg: prm.scores(pt, pm, tok, seg, s),
+        batch,
+        task,
+        num_steps=s,
+        threshold=float(config.prm.threshold),
+    )
+    return {
+        "prm/first_error_f1": out["f1"],
+        "prm/acc_err": out["acc_err"],
+        "prm/acc_cor": out["acc_cor"],
+        "prm/step_acc": out["step_acc"],
+        "prm/num_samples": out["num_samples"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parses ``argv``, evaluates, writes ``eval.json`` / ``eval_samples.jsonl``; exit status."""
     from jaxrl_reason.train.config import ConfigError, load_config, parse_flags, to_json_dict
@@ -321,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"--scorer oracle is arith_chain's step oracle; task.name={config.task.name!r}: "
                 "pass --scorer outcome"
+            )
+        if args.prm is not None and not os.path.isfile(os.path.join(args.prm, "prm.json")):
+            raise ConfigError(
+                f"--prm {args.prm}: not a PRM checkpoint (no prm.json); python -m "
+                "experiments.train_prm writes one to <workdir>/prm"
             )
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
@@ -358,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
             stop_token_ids=stop_token_ids(tokenizer, model),
             **eval_kw,
         )
+
+    if args.prm is not None:
+        metrics.update(prm_metrics(config, args.prm, model, tokenizer, task, examples))
 
     os.makedirs(args.workdir, exist_ok=True)
     summary = {

@@ -146,8 +146,9 @@ def base_config() -> ml_collections.ConfigDict:
     # so that `--config.reward.weights.X=w` switches any one on from the command line.
     c.reward.weights = ml_collections.ConfigDict({name: 0.0 for name in reward_names()})
     c.reward.weights.correct = 1.0
-    # A component run every step for the Trajectories fields it fills even at weight 0: ""
-    # or "oracle_steps" (step_scores / step_verdicts from a task's oracle step labels).
+    # A component run every step for the Trajectories fields it fills even at weight 0: "",
+    # "oracle_steps" (step_scores / step_verdicts from a task's oracle step labels), "prm"
+    # (step_scores of the PRM checkpoint at prm.path) or "judge" (CAPO step_verdicts).
     c.reward.step_scorer = ""
     c.reward.length_coef = 1.0
     c.reward.overlong_buffer = 8
@@ -163,6 +164,42 @@ def base_config() -> ml_collections.ConfigDict:
     # "advantage": A = Ahat + c * bonus after the estimator's normalisation (the paper's
     # objective, arXiv 2509.06941); "reward": the bonus joins the reward before it.
     c.explore.placement = "advantage"
+
+    # A discriminative step PRM (jaxrl_reason.models.prm). `path` is the checkpoint the `prm`
+    # reward component scores steps with (written by `python -m experiments.train_prm`); the
+    # rest configures train_prm: labels "oracle" (arith_chain's true step values), "mc_hard" /
+    # "mc_soft" (Math-Shepherd: any / the fraction of mc_rollouts continuations from a step's
+    # prefix reaching the answer), the head trained alone (last_k = 0) or with the top last_k
+    # decoder layers, and `threshold`, ProcessBench's tau (first step with score < tau).
+    c.prm = ml_collections.ConfigDict()
+    c.prm.path = ""
+    c.prm.labels = "oracle"
+    c.prm.mc_rollouts = 4  # Math-Shepherd uses 8
+    c.prm.mc_max_new_tokens = 0  # 0 = rollout.max_new_tokens
+    c.prm.num_prompts = 64  # training responses = num_prompts * rollout.n_samples
+    c.prm.eval_prompts = 32  # held-out prompts for first-error F1 (test split)
+    c.prm.train_steps = 200
+    c.prm.batch_size = 16
+    c.prm.learning_rate = 1e-3
+    c.prm.last_k = 0
+    c.prm.threshold = 0.5
+
+    # PROF (Ye et al. 2025, arXiv 2509.03403): per prompt group drop n_remove responses whose
+    # mean step score disagrees most with their outcome (balancing correct / wrong ones);
+    # dropped rows get a zero loss mask. 0 = off; needs a step scorer (reward.step_scorer).
+    # len_coef: PROF's len_step_reward_coef, a consistency penalty for < 2 or > 30 steps.
+    c.prof = ml_collections.ConfigDict()
+    c.prof.n_remove = 0
+    c.prof.len_coef = 0.0
+
+    # CAPO's generative judge (reward.step_scorer = "judge"): the policy itself (path = "") or
+    # an HF checkpoint directory judges every step of a response, num_judgements samples each,
+    # at temperature with at most max_new_tokens tokens; unparseable verdicts abstain.
+    c.judge = ml_collections.ConfigDict()
+    c.judge.path = ""
+    c.judge.num_judgements = 4
+    c.judge.temperature = 1.0
+    c.judge.max_new_tokens = 64
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_prompts = 100

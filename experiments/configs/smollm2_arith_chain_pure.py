@@ -3,7 +3,9 @@
 Each computed line of a response is a step; ``reward.step_scorer = "oracle_steps"`` scores it
 1 (right intermediate value) or 0 from the task's ground truth, and PURE's softmin transform
 turns the scores into token rewards added to the verifiable reward (RLOO baseline). A
-trained PRM replaces the oracle once one exists.
+trained PRM replaces the oracle with ``--config.reward.step_scorer=prm
+--config.prm.path=<dir>`` (a ``python -m experiments.train_prm`` checkpoint);
+``--config.prof.n_remove=4`` adds PROF's consistency filter.
 """
 
 from experiments.configs.smollm2_arith_chain_grpo import get_config as chain_config

@@ -48,6 +48,7 @@ __all__ = [
     "min_form_returns",
     "prime",
     "pure",
+    "prof_keep",
     "pure_transform",
 ]
 
@@ -589,3 +590,73 @@ def capo(
     ids, nb = dense_ids((gids,), flat_m)
     adv = group_normalize(r.reshape(-1), ids, flat_m, nb, std="unbiased", eps=eps)
     return adv.reshape(b, t), r
+
+
+# --------------------------------------------------------------------------------------------
+# PROF (arXiv 2509.03403): process-consistency filter
+# --------------------------------------------------------------------------------------------
+
+
+def prof_keep(
+    step_scores,
+    step_mask,
+    outcome,
+    group_ids,
+    *,
+    n_remove: int,
+    len_coef: float = 0.0,
+    min_steps: int = 2,
+    max_steps: int = 30,
+):
+    """PROF's filter: which responses to keep (host NumPy; amazon-science/PROF-GRPO
+    ``filter_trajectories``, quoted in the design notes)::
+
+      mu   = mean of step_scores over all valid steps of the batch
+      c[b] = mean_s 2 (p[b, s] - mu) (2 o[b] - 1)  -  len_coef 1[n_b < min_steps or n_b > max_steps]
+      per group (K rows): n_rm = min(n_remove, K); delta = #correct - #wrong
+      n_pos = min(n_rm, round((delta + n_rm) / 2))          (round half to even, as Python)
+      n_pos > 0: drop the n_pos correct rows with the lowest c, then n_rm - n_pos wrong ones
+      else:      drop the n_rm wrong rows with the lowest c
+
+    A correct response with low step scores, or a wrong one with high scores, has a low ``c``
+    (its process and outcome disagree) and goes first, keeping correct and wrong balanced.
+    Worked example (one group of 8, two steps each, n_remove = 4): scores a [.9,.8] b [.3,.4]
+    c [.7,.9] d [.2,.6] e [.95,.95] (correct), f [.1,.2] g [.8,.9] h [.5,.3] (wrong) keep
+    {a, e, f, h}.
+
+    Args:
+      step_scores: ``float[B, S]`` step scores in ``[0, 1]``; step_mask ``bool[B, S]``.
+      outcome: ``float[B]`` in ``{0, 1}``; group_ids ``int[B]``.
+      n_remove: responses dropped per group (PROF's ``prof_filter``; 4 of 8 in the paper).
+      len_coef: PROF's ``len_step_reward_coef`` (0 in the yaml default, 10 in the run script).
+
+    Returns: ``bool[B]`` True = keep. Rows without a valid step count as ``c = 0``.
+    """
+    import numpy as np
+
+    p = np.asarray(step_scores, np.float64)
+    m = np.asarray(step_mask, bool)
+    o = np.asarray(outcome, np.float64) > 0.5
+    g = np.asarray(group_ids)
+    mu = p[m].mean() if m.any() else 0.0
+    n_steps = m.sum(-1)
+    sign = np.where(o, 1.0, -1.0)
+    c = np.where(m, 2.0 * (p - mu), 0.0).sum(-1) / np.maximum(n_steps, 1) * sign
+    c = c - len_coef * ((n_steps < min_steps) | (n_steps > max_steps))
+    keep = np.ones(len(o), bool)
+    for gid in np.unique(g):
+        rows = np.flatnonzero(g == gid)
+        n_rm = min(int(n_remove), len(rows))
+        if n_rm <= 0:
+            continue
+        pos, neg = rows[o[rows]], rows[~o[rows]]
+        n_pos = min(n_rm, round((len(pos) - len(neg) + n_rm) / 2))
+        # Stable sorts: ties drop the earlier row, deterministically.
+        if n_pos > 0:
+            drop_pos = pos[np.argsort(c[pos], kind="stable")[:n_pos]]
+            drop_neg = neg[np.argsort(c[neg], kind="stable")[: n_rm - n_pos]]
+            keep[drop_pos] = False
+            keep[drop_neg] = False
+        else:
+            keep[neg[np.argsort(c[neg], kind="stable")[:n_rm]]] = False
+    return keep

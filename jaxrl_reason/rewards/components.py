@@ -13,6 +13,10 @@ name                placement  what
 ``self_certainty``  reward     mean ``KL(U || p)`` over response tokens (INTUITOR)
 ``oracle_steps``    reward     fraction of right steps; fills ``step_scores`` (1 right, 0
                                wrong) and ``step_verdicts`` from the task's oracle step labels
+``prm``             reward     min PRM step score; fills ``step_scores`` from the
+                               checkpoint at ``prm.path`` (``experiments.train_prm``)
+``judge``           reward     CAPO generative judge; fills ``step_verdicts`` from N sampled
+                               critiques (``judge.*``)
 ``explore``         advantage  UCB bonus over final answers seen for the prompt (``explore.*``)
 ``batch_penalty``   advantage  ``-(#same answer in the group - 1) / G``
 ==================  =========  ===============================================================
@@ -169,3 +173,92 @@ def oracle_steps(ctx: RewardContext) -> dict[str, np.ndarray]:
         if lab.size > s:
             scores[i, s - 1] = lab[s - 1 :].min()
     return {"reward": frac, "step_scores": scores, "step_verdicts": (scores < 0.5)[:, None, :]}
+
+
+def _step_valid(traj, num_steps: int) -> np.ndarray:
+    """``bool[B, S]``: steps present in each row's ``segment_id``."""
+    seg = np.asarray(traj.segment_id)
+    return (seg[:, None, :] == np.arange(num_steps)[None, :, None]).any(-1)
+
+
+_PRM_CACHE: dict[str, object] = {}
+
+
+def load_prm_cached(path: str):
+    """:func:`jaxrl_reason.models.prm.load_prm`, once per path per process."""
+    import os
+
+    from jaxrl_reason.models.prm import load_prm
+
+    key = os.path.abspath(path)
+    if key not in _PRM_CACHE:
+        _PRM_CACHE[key] = load_prm(key)
+    return _PRM_CACHE[key]
+
+
+@register_reward("prm", needs=("trajectories",), supplies=("step_scores",))
+def prm(ctx: RewardContext) -> dict[str, np.ndarray]:
+    """A trained discriminative PRM (``prm.path``, written by ``experiments.train_prm``).
+
+    ``step_scores[b, s] = sigmoid(head(h at the last token of step s))`` in ``[0, 1]`` (the
+    probability the step is right: the oracle's scale, so PURE reads it the same way); 0 on
+    steps the response lacks. The reward is the min over the response's steps (PURE's
+    min-form value of the whole response, Cheng et al. 2025, arXiv 2504.15275), 0 with none.
+    The PRM reads the policy's token ids: it must share the policy's tokenizer.
+    """
+    path = dict(ctx.config.get("prm") or {}).get("path", "")
+    if not path:
+        raise ValueError("reward component 'prm' needs prm.path (a train_prm checkpoint)")
+    if ctx.trajectories is None:
+        raise ValueError("reward component 'prm' needs RewardContext.trajectories")
+    traj = ctx.trajectories
+    s = int(ctx.max_steps)
+    scores = load_prm_cached(path).scores(
+        traj.prompt_tokens, traj.prompt_mask, traj.tokens, traj.segment_id, s
+    )
+    valid = _step_valid(traj, s)
+    reward = np.where(valid.any(-1), np.where(valid, scores, np.inf).min(-1), 0.0)
+    return {"reward": reward.astype(np.float32), "step_scores": scores.astype(np.float32)}
+
+
+def step_texts(tokenizer, tokens: np.ndarray, segment_id: np.ndarray, num_steps: int):
+    """The decoded text of each step of each row (``list[list[str]]``, empty steps dropped)."""
+    out = []
+    for row, seg in zip(np.asarray(tokens), np.asarray(segment_id), strict=True):
+        out.append(
+            [
+                tokenizer.decode(row[seg == k].tolist(), skip_special_tokens=True)
+                for k in range(num_steps)
+                if (seg == k).any()
+            ]
+        )
+    return out
+
+
+@register_reward("judge", needs=("trajectories", "judge_fn"), supplies=("step_verdicts",))
+def judge(ctx: RewardContext) -> dict[str, np.ndarray]:
+    """CAPO's generative judge (Xie et al. 2025, arXiv 2508.02298): ``judge.num_judgements``
+    sampled critiques of every response (:func:`jaxrl_reason.rewards.judge.judge_prompt`),
+    parsed into per-step verdicts (:func:`~jaxrl_reason.rewards.judge.parse_verdicts`).
+
+    ``step_verdicts[b, n, s]`` is True when critique ``n`` calls step ``s`` wrong; an
+    abstention (step not mentioned, unparseable text) is False, i.e. it never flags a step,
+    so garbage judgements leave every step unflagged. The reward is the fraction of the
+    response's steps that a strict majority of critiques does not flag.
+    """
+    from jaxrl_reason.rewards.judge import judge_prompt, verdict_array
+
+    if ctx.trajectories is None or ctx.judge_fn is None or ctx.tokenizer is None:
+        raise ValueError(
+            "reward component 'judge' needs RewardContext.trajectories, tokenizer and judge_fn "
+            "(the trainer builds them when reward.step_scorer='judge')"
+        )
+    traj, s = ctx.trajectories, int(ctx.max_steps)
+    steps = step_texts(ctx.tokenizer, traj.tokens, traj.segment_id, s)
+    prompts = [judge_prompt(ex.prompt, st) for ex, st in zip(ctx.examples, steps, strict=True)]
+    verdicts = verdict_array(ctx.judge_fn(prompts), s)  # [B, N, S]
+    wrong = verdicts == -1
+    valid = _step_valid(traj, s)
+    flagged = 2 * wrong.sum(1) > wrong.shape[1]
+    ok = (~flagged & valid).sum(-1) / np.maximum(valid.sum(-1), 1)
+    return {"reward": ok.astype(np.float32), "step_verdicts": wrong}

@@ -60,6 +60,11 @@ class RewardContext:
       config: the experiment's ``config.reward`` / ``config.explore`` settings (a mapping).
       state: run state components keep across steps (the exploration answer history).
       self_certainty: ``float32[B]`` mean self-certainty (filled on demand by the trainer).
+      trajectories: the batch's :class:`~jaxrl_reason.rollout.Trajectories` (token ids,
+        ``segment_id``), for components that run a model over the responses (``prm``).
+      tokenizer: the policy's tokenizer (``judge`` decodes each step's text with it).
+      judge_fn: ``prompts: list[str] -> list[list[str]]`` (N sampled judgements per prompt),
+        built by the trainer when the ``judge`` component runs.
     """
 
     responses: Sequence[str]
@@ -74,6 +79,9 @@ class RewardContext:
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
     self_certainty: np.ndarray | None = None
+    trajectories: Any = None
+    tokenizer: Any = None
+    judge_fn: Callable[[Sequence[str]], list[list[str]]] | None = None
 
     @property
     def answers(self) -> list[str]:

@@ -201,9 +201,9 @@ FIELD_SOURCES: dict[str, str] = {
     "ref_logprobs": "the trainer (a forward pass of the reference policy)",
     "values": "the trainer's critic (algo.value_head=True)",
     "step_scores": "a step scorer (reward.step_scorer='oracle_steps' on a task with oracle steps, "
-    "e.g. task.name='arith_chain')",
+    "e.g. task.name='arith_chain', or 'prm' with prm.path)",
     "step_verdicts": "a step judge (reward.step_scorer='oracle_steps' on a task with oracle steps, "
-    "e.g. task.name='arith_chain')",
+    "e.g. task.name='arith_chain', or 'judge': CAPO's generative judge)",
     "step_values": "rollout.strategy='vine' (Monte Carlo continuations from step prefixes)",
     "parent": "rollout.strategy='tree'",
     "is_leaf": "rollout.strategy='tree'",

@@ -928,3 +928,68 @@ def _check_tree_rollout(config, num_devices):
                 f"{shape.mode!r}, eptree M * (1 + rounds * fork_points * branches), segment "
                 "prod(branching)); grow the tree or lower rollout.n_samples"
             )
+
+
+@register_validator
+def _check_prm_judge_prof(config, num_devices):
+    """``prm.*`` (train_prm and the ``prm`` step scorer), ``judge.*`` (CAPO's generative
+    judge) and ``prof.*`` (PROF's filter): checked before any model loads."""
+    if "reward" not in config:
+        return
+    scorer = config.reward.get("step_scorer", "")
+    weights = config.reward.get("weights", {})
+    uses = lambda n: scorer == n or bool(weights.get(n, 0.0))  # noqa: E731
+    if _has(config, "prm"):
+        _require(
+            config,
+            "prm.labels",
+            lambda v: v in ("oracle", "mc_hard", "mc_soft"),
+            "'oracle', 'mc_hard' or 'mc_soft'",
+        )
+        for key in ("mc_rollouts", "num_prompts", "eval_prompts", "train_steps", "batch_size"):
+            _require(config, f"prm.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+        for key in ("mc_max_new_tokens", "last_k"):
+            _require(config, f"prm.{key}", lambda v: _is_int(v) and v >= 0, "an int >= 0")
+        _require(config, "prm.learning_rate", lambda v: _is_number(v) and v > 0, "a number > 0")
+        _require(config, "prm.threshold", lambda v: _is_number(v) and 0 < v < 1, "in (0, 1)")
+    if uses("prm"):
+        path = config.get("prm", {}).get("path", "")
+        if not path:
+            raise ConfigError(
+                "prm.path is empty but the 'prm' step scorer is on (reward.step_scorer='prm' "
+                "or reward.weights.prm): set --config.prm.path=<train_prm workdir>/prm "
+                "(python -m experiments.train_prm writes it)"
+            )
+        if not os.path.isfile(os.path.join(path, "prm.json")):
+            raise ConfigError(
+                f"prm.path={path!r}: not a PRM checkpoint (no prm.json there); set "
+                "--config.prm.path=<train_prm workdir>/prm"
+            )
+    if _has(config, "judge"):
+        _require(config, "judge.num_judgements", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+        _require(config, "judge.max_new_tokens", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+        _require(config, "judge.temperature", lambda v: _is_number(v) and v > 0, "a number > 0")
+        jpath = config.judge.get("path", "")
+        if uses("judge") and jpath and not os.path.isdir(jpath):
+            raise ConfigError(
+                f"judge.path={jpath!r}: no such directory; give an HF checkpoint directory "
+                "(a run's export/) or '' to judge with the policy itself"
+            )
+    if _has(config, "prof"):
+        _require(config, "prof.n_remove", lambda v: _is_int(v) and v >= 0, "an int >= 0 (0 = off)")
+        _require(config, "prof.len_coef", lambda v: _is_number(v) and v >= 0, "a number >= 0")
+        n_rm = config.prof.get("n_remove", 0)
+        if n_rm:
+            from jaxrl_reason.rewards.registry import get_reward
+
+            if not scorer or "step_scores" not in get_reward(scorer).supplies:
+                raise ConfigError(
+                    f"prof.n_remove={n_rm} needs step scores: set --config.reward.step_scorer="
+                    "prm (with prm.path) or oracle_steps"
+                )
+            n = config.rollout.get("n_samples", 1) if "rollout" in config else 1
+            if n_rm >= n:
+                raise ConfigError(
+                    f"prof.n_remove={n_rm} must be < rollout.n_samples={n} (PROF keeps "
+                    "n_samples - n_remove responses per prompt)"
+                )

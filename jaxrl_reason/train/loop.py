@@ -58,6 +58,9 @@ def reward_settings(config: Any) -> dict[str, Any]:
     out = {k: r[k] for k in r.keys() if k not in ("weights", "step_scorer")}
     if "explore" in config:
         out["explore"] = dict(config.explore)
+    for block in ("prm", "judge"):  # the prm / judge components' settings
+        if block in config:
+            out[block] = dict(config[block])
     return out
 
 
@@ -68,6 +71,16 @@ def needs_reference(config: Any) -> bool:
     return float(config.loss.get("kl_coef", 0.0)) > 0 or "ref_logprobs" in (
         set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values())
     )
+
+
+def uses_component(config: Any, name: str) -> bool:
+    """Whether reward component ``name`` runs: a non-zero weight or the step scorer."""
+    r = config.reward
+    return r.get("step_scorer", "") == name or bool(r.weights.get(name, 0.0))
+
+
+def _dtypes(config: Any) -> dict[str, Any]:
+    return {k: config.model.get(k, "float32") for k in ("dtype", "param_dtype")}
 
 
 def needs_field(config: Any, field: str) -> bool:
@@ -152,7 +165,15 @@ class Trainer:
                 if "explore" in config
             },
             self_certainty_fn=self._self_certainty,
+            judge_fn=self._judge if uses_component(config, "judge") else None,
         )
+        self._judge_model = None
+        if uses_component(config, "judge") and config.judge.get("path", ""):
+            import ml_collections
+
+            self._judge_model, _ = build_model(
+                ml_collections.ConfigDict({"name": config.judge.path, **_dtypes(config)})
+            )
         if resume:
             restored = self.ckpt.restore_latest(self.state)
             if restored is not None:
@@ -274,6 +295,22 @@ class Trainer:
             self._self_certainty_fn(self.state["params"], self.rest, self._model_batch(traj))
         )
 
+    def _judge(self, prompts: Sequence[str]) -> list[list[str]]:
+        """CAPO judgements (``config.judge``): the policy itself unless ``judge.path`` names
+        another checkpoint; the key is a function of the step (resumable)."""
+        from jaxrl_reason.rollout.judge import sample_judgements
+
+        j = self.config.judge
+        return sample_judgements(
+            self._judge_model if self._judge_model is not None else self.policy(),
+            self.tokenizer,
+            prompts,
+            self.step_key(self.step, 5),
+            num_judgements=int(j.num_judgements),
+            temperature=float(j.temperature),
+            max_new_tokens=int(j.max_new_tokens),
+        )
+
     def _host_rows(self, mb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """This host's contiguous share of a mini-batch's rows (multi-host runs)."""
         n, i = jax.process_count(), jax.process_index()
@@ -300,6 +337,9 @@ class Trainer:
         # Environment episodes are verified on their final answers, not on the transcript.
         answers = getattr(self.strategy, "last_answers", None)
         traj, scored = phases.score(traj, examples, self.scorer, answers=answers)
+        prof_dropped = None
+        if int(self.config.get("prof", {}).get("n_remove", 0)) > 0:
+            traj, prof_dropped = phases.prof_filter(traj, scored.correct, self.config.prof)
         times.reward_s = time.perf_counter() - t0
         dyn_metrics: dict[str, float] = {}
         if self.config.rollout.get("dynamic_sampling", False):
@@ -328,6 +368,8 @@ class Trainer:
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
         out.update(dyn_metrics)
+        if prof_dropped is not None:
+            out["batch/prof_dropped"] = float(prof_dropped)
         stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})

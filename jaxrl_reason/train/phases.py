@@ -33,6 +33,7 @@ __all__ = [
     "informative_groups",
     "make_credit_fn",
     "outcome_token_rewards",
+    "prof_filter",
     "score",
     "select_groups",
     "update_batch",
@@ -80,6 +81,7 @@ class Scorer:
       max_len: the sampler's ``max_new_tokens``; ``max_steps``: ``S``.
       state: run state kept across steps (the exploration answer history).
       self_certainty_fn: ``Trajectories -> float32[B]``, called only when a component needs it.
+      judge_fn: ``prompts -> N judgement texts each`` for the ``judge`` component (CAPO).
     """
 
     tokenizer: Any
@@ -92,6 +94,7 @@ class Scorer:
     placement: Mapping[str, str] = dataclasses.field(default_factory=dict)
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
     self_certainty_fn: Callable[[Trajectories], np.ndarray] | None = None
+    judge_fn: Callable[[Sequence[str]], list[list[str]]] | None = None
 
 
 @dataclasses.dataclass
@@ -160,6 +163,9 @@ def score(
         config=scorer.settings,
         state=scorer.state,
         self_certainty=sc,
+        trajectories=traj,
+        tokenizer=scorer.tokenizer,
+        judge_fn=scorer.judge_fn,
     )
     out = compute_rewards(scorer.weights, ctx, also=scorer.also, placement=scorer.placement)
     fields = dict(out.fields)
@@ -174,6 +180,38 @@ def score(
         fields["leaf_reward"] = np.where(rows >= 0, out.total[np.maximum(rows, 0)], 0.0)
     traj = traj.replace(**fields)
     return traj, Scored(texts, row_examples, correct, keys, out.bonus, out.components)
+
+
+def prof_filter(traj: Trajectories, correct: np.ndarray, settings: Any) -> tuple[Trajectories, int]:
+    """PROF (Ye et al. 2025, arXiv 2509.03403) between the score and credit phases: the rows
+    :func:`jaxrl_reason.credit.prof_keep` drops get an all-zero ``loss_mask``, so every
+    estimator treats them as padding (no group membership, zero advantage) and the loss
+    ignores them.
+
+    Args:
+      traj: scored trajectories with ``step_scores`` (a step scorer ran).
+      correct: ``float32[B]`` the verifier's outcomes.
+      settings: ``config.prof`` (``n_remove``, ``len_coef``).
+
+    Returns: ``(traj, number of dropped rows)``.
+    """
+    if traj.step_scores is None:
+        raise ValueError("prof.n_remove > 0 needs step_scores: set reward.step_scorer")
+    from jaxrl_reason.credit.process import prof_keep
+
+    seg = np.asarray(traj.segment_id)
+    s = np.asarray(traj.step_scores).shape[1]
+    valid = (seg[:, None, :] == np.arange(s)[None, :, None]).any(-1)
+    keep = prof_keep(
+        np.asarray(traj.step_scores),
+        valid,
+        np.asarray(correct),
+        np.asarray(traj.group_id),
+        n_remove=int(settings.get("n_remove", 0)),
+        len_coef=float(settings.get("len_coef", 0.0)),
+    )
+    mask = np.asarray(traj.loss_mask, np.float32) * keep[:, None]
+    return traj.replace(loss_mask=mask.astype(np.float32)), int((~keep).sum())
 
 
 def make_credit_fn(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable:

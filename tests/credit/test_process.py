@@ -400,3 +400,35 @@ def test_values_outside_the_mask_do_not_matter():
     a0, r0 = capo(tr_g, np.zeros_like(PURE_MASK), g, segment_id=seg_g, step_verdicts=v)
     np.testing.assert_array_equal(a0, 0.0)
     np.testing.assert_array_equal(r0, 0.0)
+
+
+def test_prof_keep_worked_example():
+    """PROF's worked example (one group of 8, n_remove = 4): keep {a, e, f, h}."""
+    from jaxrl_reason.credit.process import prof_keep
+
+    scores = np.array(
+        [[.9, .8], [.3, .4], [.7, .9], [.2, .6], [.95, .95], [.1, .2], [.8, .9], [.5, .3]]
+    )  # fmt: skip
+    o = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32)
+    keep = prof_keep(scores, np.ones_like(scores, bool), o, np.zeros(8, int), n_remove=4)
+    np.testing.assert_array_equal(np.flatnonzero(keep), [0, 4, 5, 7])
+    # Two groups of the same rows: the filter is per group.
+    keep2 = prof_keep(
+        np.concatenate([scores, scores]),
+        np.ones((16, 2), bool),
+        np.concatenate([o, o]),
+        np.repeat([0, 1], 8),
+        n_remove=4,
+    )
+    np.testing.assert_array_equal(np.flatnonzero(keep2), [0, 4, 5, 7, 8, 12, 13, 15])
+
+
+def test_prof_keep_rounding_and_all_wrong():
+    from jaxrl_reason.credit.process import prof_keep
+
+    # 2 correct, 5 wrong, n_rm = 4: delta = -3 -> round(0.5) = 0: drop 4 wrong ones.
+    o = np.array([1, 1, 0, 0, 0, 0, 0], np.float32)
+    s = np.array([[0.5], [0.5], [0.9], [0.1], [0.8], [0.2], [0.7]])
+    keep = prof_keep(s, np.ones_like(s, bool), o, np.zeros(7, int), n_remove=4)
+    # Wrong rows with the highest scores disagree most: 0.9, 0.8, 0.7 and then 0.2.
+    np.testing.assert_array_equal(np.flatnonzero(keep), [0, 1, 3])

@@ -252,3 +252,20 @@ def test_search_unknown_mode_and_oracle_on_other_task_exit_2(tmp_path, capsys):
     assert "--search dfs" in capsys.readouterr().err
     assert eval_cli.main([*base, "--config.task.name=arithmetic", "--search", "beam"]) == 2
     assert "--scorer outcome" in capsys.readouterr().err
+
+
+def test_eval_prm_flag_rejects_a_missing_checkpoint_before_loading(tmp_path, capsys):
+    from experiments.eval import main
+
+    rc = main(
+        [
+            "--config",
+            "experiments/configs/tiny_debug.py",
+            "--workdir",
+            str(tmp_path),
+            "--prm",
+            str(tmp_path / "nope"),
+        ]
+    )
+    assert rc == 2
+    assert "--prm" in capsys.readouterr().err and not os.listdir(tmp_path)

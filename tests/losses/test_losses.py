@@ -296,3 +296,18 @@ class EntropyAndValueTest(chex.TestCase):
             jnp.ones((2, 2)), jnp.ones((2, 2)), jnp.ones((2, 2)), jnp.zeros((2, 2))
         )
         assert float(loss) == 0.0 and float(met["vf_clipfrac"]) == 0.0
+
+
+def test_prm_bce_loss_math_shepherd_example():
+    import jax.numpy as jnp
+
+    from jaxrl_reason.losses.prm import prm_bce_loss
+
+    p = jnp.asarray([[0.9, 0.6, 0.2, 0.5]])
+    z = jnp.log(p / (1 - p))
+    mask = jnp.asarray([[1, 1, 1, 0]], bool)  # the 4th step is padding: it must not count
+    hard = prm_bce_loss(z, jnp.asarray([[1.0, 1.0, 0.0, 1.0]]), mask)
+    soft = prm_bce_loss(z, jnp.asarray([[0.75, 0.25, 0.0, 1.0]]), mask)
+    np.testing.assert_allclose(float(hard), 0.279777, atol=1e-5)
+    np.testing.assert_allclose(float(soft), 0.564245, atol=1e-5)
+    assert float(prm_bce_loss(z, z * 0, mask * False)) == 0.0

@@ -102,14 +102,18 @@ def test_errors_name_the_component():
         compute_rewards({"oracle_steps": 1.0}, ctx)
 
 
-def test_every_registered_component_is_a_config_weight():
+def test_every_registered_component_is_a_config_weight(tmp_path):
     from jaxrl_reason.train.config import load_config
+
+    (tmp_path / "prm.json").write_text("{}")  # validation only checks the checkpoint is there
 
     names = reward_names()
     assert {"correct", "kimi_length", "explore", "oracle_steps", "self_certainty"} <= set(names)
     for name in names:
         # oracle_steps needs a task with oracle steps (validation says so otherwise)
         task = ["--config.task.name=arith_chain"] if name == "oracle_steps" else []
+        if name == "prm":  # the PRM component needs a checkpoint (validation says so otherwise)
+            task = [f"--config.prm.path={tmp_path}"]
         cfg = load_config(
             os.path.join(CONFIGS, "tiny_debug.py"), [*task, f"--config.reward.weights.{name}=0.5"]
         )
