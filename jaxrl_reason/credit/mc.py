@@ -227,8 +227,9 @@ def spo_chain(
     (``step_value_mask`` False; in SPO's code it is for segment 0 unless the first response
     token is itself a cut point, AIFrameResearch/SPO ``_compute_token_advantages``), it is
     filled by :func:`fill_unestimated_values`, which gives the segment advantage 0 (SPO's
-    rule) and the segment before it the credit up to the next known value. Then (``prob_mask``) ``A[t] = 0`` where ``p[t] >= rho`` and
-    (``whiten``) ``masked_whiten`` over the tokens with ``p < rho``.
+    rule) and the segment before it the credit up to the next known value. Then
+    (``prob_mask``) ``A[t] = 0`` where ``p[t] >= rho`` and (``whiten``) ``masked_whiten``
+    over the tokens with ``p < rho``.
 
     Args:
       segment_id: int ``[B, T]`` (required). step_values: float ``[B, S]`` (required).

@@ -321,7 +321,9 @@ class VineStrategy(RolloutStrategy):
             active[rows], limit[rows] = True, R - i
             skeys.append(state_key(pk[b], j, i))
         if states:
-            ckeys = _fold(jnp.repeat(jnp.stack(skeys), K, axis=0), np.tile(np.arange(K), len(states)))
+            ckeys = _fold(
+                jnp.repeat(jnp.stack(skeys), K, axis=0), np.tile(np.arange(K), len(states))
+            )
             ckeys = jnp.concatenate([ckeys, jnp.repeat(ckeys[:1], n_rows - total, axis=0)])
         c_toks = np.zeros((n_rows, R), np.int32)
         c_lens = np.zeros(n_rows, np.int32)
