@@ -99,6 +99,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.tree.rounds = 1
     c.rollout.tree.segment_len = 16
     c.rollout.tree.branching = (2, 2)
+    # rollout.strategy = "vine" (jaxrl_reason.rollout.vine): n samples per prompt plus Monte
+    # Carlo step values (VinePPO / SPO-chain) from k continuations of each step prefix, decoded
+    # from the response's KV cache. VinePPO uses k = 9; each estimated state costs k decodes of
+    # the remaining budget, so the default is small. States s_0 .. s_{max_steps-1} are
+    # estimated; `which`: "all" step starts, "every_k" (every `every`-th step) or "spo_cut"
+    # (SPO-chain's cut points: every `interval`-th token with p < rho; segment_id becomes
+    # SPO's segments). chunk_rows continuation rows are decoded per call (memory bound).
+    c.rollout.vine = ml_collections.ConfigDict()
+    c.rollout.vine.k = 4
+    c.rollout.vine.max_steps = 8
+    c.rollout.vine.which = "all"
+    c.rollout.vine.every = 2
+    c.rollout.vine.rho = 0.9
+    c.rollout.vine.interval = 5
+    c.rollout.vine.chunk_rows = 256
 
     c.algo = ml_collections.ConfigDict()
     c.algo.estimator = "grpo"

@@ -7,7 +7,7 @@
 # capo, treerl, spo_tree, sibling_grpo, tree_grpo, gigpo, igpo).
 from jaxrl_reason.credit import agents, mc, process, trees  # noqa: F401
 from jaxrl_reason.credit.agents import gigpo_step_advantages, igpo_turn_rewards
-from jaxrl_reason.credit.mc import mc_step_advantages, spo_prob_mask
+from jaxrl_reason.credit.mc import fill_unestimated_values, mc_step_advantages, spo_prob_mask
 from jaxrl_reason.credit.outcome import (
     dr_grpo,
     gae,
@@ -29,6 +29,7 @@ from jaxrl_reason.credit.process import (
 from jaxrl_reason.credit.registry import (
     get,
     inputs,
+    loss_mask_fn,
     names,
     optional_inputs,
     register,
@@ -66,6 +67,7 @@ __all__ = [
     "capo_vote",
     "discounted_returns",
     "dr_grpo",
+    "fill_unestimated_values",
     "flatten_forests",
     "gae",
     "gae_scan",
@@ -77,6 +79,7 @@ __all__ = [
     "igpo_turn_rewards",
     "inputs",
     "implicit_prm_loss",
+    "loss_mask_fn",
     "implicit_process_rewards",
     "implicit_step_rewards",
     "masked_mean",

@@ -19,7 +19,14 @@ from jaxrl_reason.credit.segments import broadcast_segments, masked_whiten, segm
 
 Array = jax.Array
 
-__all__ = ["mc_step_advantages", "spo_chain", "spo_prob_mask", "vineppo"]
+__all__ = [
+    "fill_unestimated_values",
+    "mc_step_advantages",
+    "spo_chain",
+    "spo_chain_loss_mask",
+    "spo_prob_mask",
+    "vineppo",
+]
 
 
 def _step_targets(step_values: Array, step_mask: Array, outcome: Array) -> tuple[Array, Array]:
@@ -32,6 +39,48 @@ def _step_targets(step_values: Array, step_mask: Array, outcome: Array) -> tuple
     is_last = sm & ~nxt_valid
     r = jnp.where(is_last, jnp.asarray(outcome, jnp.float32)[:, None], 0.0)
     return jnp.where(sm, r + v_next, 0.0), v
+
+
+def fill_unestimated_values(
+    step_values: Array, step_value_mask: Array | None, step_mask: Array, outcome: Array
+) -> Array:
+    """VinePPO's fill of states without a Monte Carlo estimate: ``V(s_k) = r_k + V(s_{k+1})``.
+
+    McGill-NLP/VinePPO ``_compute_mc_value`` with ``max_step_for_value_estimation``: a state
+    whose value was not estimated takes the trajectory's own return from it (gamma = 1,
+    ``r_k = 0`` except ``r_{S_b - 1} = R``, ``V(s_{S_b}) = 0``), filled backwards. Its step's
+    advantage ``r_k + V(s_{k+1}) - V(s_k)`` is then exactly 0, so the credit of an
+    unestimated span goes to the estimated step before it. SPO-chain's unknown ``V(prompt)``
+    (segment 0 gets advantage 0) is the same rule.
+
+    Example (``S_b = 4``, estimated ``[T, T, F, F]``, values ``[0.5, 0.25, ., .]``, R = 1):
+    ``V = [0.5, 0.25, 1, 1]``, advantages ``[-0.25, 0.75, 0, 0]``.
+
+    Args:
+      step_values: float ``[B, S]`` estimates (anything where not estimated).
+      step_value_mask: bool ``[B, S]`` True where ``step_values`` is an estimate; None: all.
+      step_mask: bool ``[B, S]`` valid steps (a prefix ``0 .. S_b - 1`` of each row).
+      outcome: float ``[B]`` the trajectory's reward ``R``.
+
+    Returns: float32 ``[B, S]``, the estimates where known, the fill elsewhere (0 off
+    ``step_mask``).
+    """
+    sm = jnp.asarray(step_mask, bool)
+    v = jnp.where(sm, jnp.asarray(step_values, jnp.float32), 0.0)
+    if step_value_mask is None:
+        return v
+    known = jnp.asarray(step_value_mask, bool)
+    o = jnp.asarray(outcome, jnp.float32)
+    s = v.shape[1]
+    cols = [None] * s
+    nxt = jnp.zeros_like(o)  # V after the last valid step
+    nxt_valid = jnp.zeros(o.shape, bool)
+    for k in reversed(range(s)):
+        r_k = jnp.where(sm[:, k] & ~nxt_valid, o, 0.0)
+        fill = r_k + jnp.where(nxt_valid, nxt, 0.0)
+        cols[k] = jnp.where(sm[:, k], jnp.where(known[:, k], v[:, k], fill), 0.0)
+        nxt, nxt_valid = cols[k], sm[:, k]
+    return jnp.stack(cols, axis=1)
 
 
 def mc_step_advantages(step_values: Array, step_mask: Array, outcome: Array) -> Array:
@@ -59,7 +108,11 @@ def _outcome(token_rewards: Array, mask: Array, outcome: Array | None) -> Array:
     return jnp.sum(jnp.where(mask, jnp.asarray(token_rewards, jnp.float32), 0.0), axis=-1)
 
 
-@registry.register("vineppo", inputs={"segment_id": "segment_id", "step_values": "step_values"})
+@registry.register(
+    "vineppo",
+    inputs={"segment_id": "segment_id", "step_values": "step_values"},
+    optional={"step_value_mask": "step_value_mask"},
+)
 def vineppo(
     token_rewards: Array,
     response_mask: Array,
@@ -67,6 +120,7 @@ def vineppo(
     *,
     segment_id: Array | None = None,
     step_values: Array | None = None,
+    step_value_mask: Array | None = None,
     outcome: Array | None = None,
     whiten: bool = True,
 ) -> tuple[Array, Array]:
@@ -75,12 +129,16 @@ def vineppo(
     ``A[b, t] = A_{segment_id[b, t]}`` from :func:`mc_step_advantages`, then (``whiten``,
     VinePPO ``whiten_advantages: true``) ``masked_whiten`` over the whole batch.
     ``group_ids`` is unused (VinePPO has no group baseline; the MC value is the baseline).
+    States without an estimate (``step_value_mask`` False) are filled by
+    :func:`fill_unestimated_values` (VinePPO's ``V(s_k) = r_k + V(s_{k+1})``).
 
     Args:
       token_rewards: ``[B, T]``; the masked row sum is the outcome ``R`` unless ``outcome``.
       response_mask: ``[B, T]``.
       segment_id: int ``[B, T]`` step of each token (EOS belongs to the last step).
       step_values: float ``[B, S]`` ``V(s_k)``; S is the padded number of steps.
+      step_value_mask: optional bool ``[B, S]``, True where ``step_values`` is an estimate
+        (the vine strategy's ``Trajectories.step_value_mask``); None: all are.
       outcome: optional float ``[B]``.
       whiten: True.
 
@@ -95,7 +153,8 @@ def vineppo(
     s = jnp.shape(step_values)[1]
     _, step_mask = segment_reduce(jnp.zeros(m.shape), segment_id, m, s, "count")
     o = _outcome(token_rewards, m, outcome)
-    target, v = _step_targets(step_values, step_mask, o)
+    filled = fill_unestimated_values(step_values, step_value_mask, step_mask, o)
+    target, v = _step_targets(filled, step_mask, o)
     adv_tok = broadcast_segments(jnp.where(step_mask, target - v, 0.0), segment_id, m)
     ret_tok = broadcast_segments(target, segment_id, m)
     if whiten:
@@ -114,10 +173,36 @@ def spo_prob_mask(logp: Array, response_mask: Array, *, rho: float = 0.9) -> Arr
     return jnp.asarray(response_mask, bool) & (jnp.exp(jnp.asarray(logp, jnp.float32)) < rho)
 
 
+def spo_chain_loss_mask(
+    response_mask: Array,
+    *,
+    logp: Array | None = None,
+    rho: float = 0.9,
+    prob_mask: bool = True,
+    **_: object,
+) -> Array:
+    """The tokens SPO-chain's policy loss trains on: ``response_mask & (p < rho)`` with
+    ``prob_mask`` (AIFrameResearch/SPO ``ppo_trainer._compute_actor_loss`` with
+    ``use_prob_mask``; ``p = exp(logp)`` of the behaviour policy), else ``response_mask``.
+
+    Registered as spo_chain's loss-mask transform (``credit.loss_mask_fn("spo_chain")``): the
+    credit phase stores it as ``Trajectories.update_mask`` and the update masks the policy
+    loss, KL and entropy with it, so tokens with ``p >= rho`` get exactly zero gradient.
+    Takes spo_chain's keyword arguments (others ignored). Returns bool ``[B, T]``.
+    """
+    m = jnp.asarray(response_mask, bool)
+    if not prob_mask:
+        return m
+    if logp is None:
+        raise ValueError("spo_chain: 'logp' [B, T] is required when prob_mask=True")
+    return spo_prob_mask(logp, m, rho=rho)
+
+
 @registry.register(
     "spo_chain",
     inputs={"segment_id": "segment_id", "step_values": "step_values"},
-    optional={"logp": "old_logprobs"},
+    optional={"logp": "old_logprobs", "step_value_mask": "step_value_mask"},
+    loss_mask=spo_chain_loss_mask,
 )
 def spo_chain(
     token_rewards: Array,
@@ -139,10 +224,12 @@ def spo_chain(
     :func:`jaxrl_reason.rollout.steps.spo_chain_segment_ids`). ``step_values[b, k]`` is the MC
     value of the state before segment k, i.e. ``V(prefix up to c_k)``; the segment
     advantage is then :func:`mc_step_advantages`. Where the value before a segment is unknown
-    (``step_value_mask`` False; by default it is for segment 0 unless the first response
-    token is itself a cut point, as in AIFrameResearch/SPO ``_compute_token_advantages``),
-    the segment's advantage is 0. Then (``prob_mask``) ``A[t] = 0`` where ``p[t] >= rho`` and
-    (``whiten``) ``masked_whiten`` over the tokens with ``p < rho``.
+    (``step_value_mask`` False; in SPO's code it is for segment 0 unless the first response
+    token is itself a cut point, AIFrameResearch/SPO ``_compute_token_advantages``), it is
+    filled by :func:`fill_unestimated_values`, which gives the segment advantage 0 (SPO's
+    rule) and the segment before it the credit up to the next known value. Then
+    (``prob_mask``) ``A[t] = 0`` where ``p[t] >= rho`` and (``whiten``) ``masked_whiten``
+    over the tokens with ``p < rho``.
 
     Args:
       segment_id: int ``[B, T]`` (required). step_values: float ``[B, S]`` (required).
@@ -161,17 +248,14 @@ def spo_chain(
     m = jnp.asarray(response_mask, bool)
     s = jnp.shape(step_values)[1]
     _, step_mask = segment_reduce(jnp.zeros(m.shape), segment_id, m, s, "count")
-    known = step_mask if step_value_mask is None else step_mask & jnp.asarray(step_value_mask, bool)
     o = _outcome(token_rewards, m, outcome)
-    target, v = _step_targets(step_values, step_mask, o)
-    seg_adv = jnp.where(known, target - v, 0.0)
+    filled = fill_unestimated_values(step_values, step_value_mask, step_mask, o)
+    target, v = _step_targets(filled, step_mask, o)
+    seg_adv = jnp.where(step_mask, target - v, 0.0)
     adv = broadcast_segments(seg_adv, segment_id, m)
     ret = broadcast_segments(target, segment_id, m)
-    loss_mask = m
+    loss_mask = spo_chain_loss_mask(m, logp=logp, rho=rho, prob_mask=prob_mask)
     if prob_mask:
-        if logp is None:
-            raise ValueError("spo_chain: 'logp' [B, T] is required when prob_mask=True")
-        loss_mask = spo_prob_mask(logp, m, rho=rho)
         adv = jnp.where(loss_mask, adv, 0.0)
     if whiten:
         adv = masked_whiten(adv, loss_mask)

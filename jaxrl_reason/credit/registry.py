@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 _INPUTS: dict[str, dict[str, str]] = {}
 _OPTIONAL: dict[str, dict[str, str]] = {}
+_LOSS_MASK: dict[str, Callable[..., Any]] = {}
 
 
 def register(
@@ -34,6 +35,7 @@ def register(
     *,
     inputs: Mapping[str, str] | None = None,
     optional: Mapping[str, str] | None = None,
+    loss_mask: Callable[..., Any] | None = None,
 ) -> Callable[[F], F]:
     """Decorator that registers an advantage estimator under ``name``.
 
@@ -41,6 +43,10 @@ def register(
       name: the name configs use (``algo.estimator``).
       inputs: ``{keyword argument: Trajectories field}`` the estimator requires.
       optional: ``{keyword argument: Trajectories field}`` passed only when the field is set.
+      loss_mask: optional ``fn(response_mask bool[B, T], **fields, **estimator_kwargs) ->
+        bool[B, T]``, the tokens the policy update trains on when the method narrows the
+        loss mask (SPO's ``p < rho``). It receives the same keyword arguments as the
+        estimator (ignore the ones it does not use with ``**_``); None keeps the mask.
 
     Raises:
       ValueError: if ``name`` is already registered (silent overwrites hide bugs; use
@@ -57,6 +63,10 @@ def register(
         _REGISTRY[name] = fn
         _INPUTS[name] = dict(inputs or {})
         _OPTIONAL[name] = dict(optional or {})
+        if loss_mask is not None:
+            _LOSS_MASK[name] = loss_mask
+        else:
+            _LOSS_MASK.pop(name, None)
         return fn
 
     return deco
@@ -67,6 +77,7 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
     _INPUTS.pop(name, None)
     _OPTIONAL.pop(name, None)
+    _LOSS_MASK.pop(name, None)
 
 
 def get(name: str) -> Callable[..., Any]:
@@ -93,6 +104,13 @@ def optional_inputs(name: str) -> dict[str, str]:
     """``{keyword argument: Trajectories field}`` that ``name`` uses when the field is set."""
     get(name)
     return dict(_OPTIONAL[name])
+
+
+def loss_mask_fn(name: str) -> Callable[..., Any] | None:
+    """The loss-mask transform registered with estimator ``name`` (None: the update trains on
+    ``loss_mask`` unchanged)."""
+    get(name)
+    return _LOSS_MASK.get(name)
 
 
 def names() -> list[str]:

@@ -1,8 +1,9 @@
 """jaxrl_reason.rollout: the jitted sampler (prefill + decode loop), groups and continuations,
-decoding sessions (:mod:`.session`) and tree rollouts (:mod:`.tree`)."""
+decoding sessions (:mod:`.session`), tree rollouts (:mod:`.tree`) and Monte Carlo vines
+(:mod:`.vine`)."""
 
-# Registers rollout.strategy = "tree" (strategies register on import).
-from jaxrl_reason.rollout import session, tree
+# Registers rollout.strategy = "tree" and "vine" (strategies register on import).
+from jaxrl_reason.rollout import session, tree, vine
 from jaxrl_reason.rollout.sampler import (
     Rollout,
     SamplingConfig,
@@ -25,4 +26,5 @@ __all__ = [
     "session",
     "trace_count",
     "tree",
+    "vine",
 ]

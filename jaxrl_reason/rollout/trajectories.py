@@ -36,6 +36,8 @@ Optional fields (``None`` until a strategy, the trainer or a reward component fi
 ``step_scores``     float32[B, S]   a step scorer's score of each step (PRM, oracle)
 ``step_verdicts``   bool[B, N, S]   N judgements per step, True = the step is wrong (CAPO)
 ``step_values``     float32[B, S]   Monte Carlo values of the state before each step
+``step_value_mask`` bool[B, S]      True where ``step_values`` is an estimate (the others
+                                    are filled by the estimator from the outcome)
 ``parent`` ...      [N] forest      ``parent`` int32, ``is_leaf`` / ``node_valid`` bool,
                                     ``leaf_reward`` float32 over the forest's nodes
 ``tok_node``        int32[B, R]     the forest node that owns each token (-1: none)
@@ -47,6 +49,8 @@ Optional fields (``None`` until a strategy, the trainer or a reward component fi
 ``turn_mask``       bool[B, S]      real turns
 ``advantages``      float32[B, R]   written by the credit phase, 0 off the loss mask
 ``returns``         float32[B, R]   the estimator's returns (critic targets for PPO)
+``update_mask``     float32[B, R]   the mask the update trains on when the estimator narrows
+                                    ``loss_mask`` (SPO's ``p < rho``); None = ``loss_mask``
 ==================  ==============  =========================================================
 
 ``S`` is ``rollout.max_steps``: responses with more steps fold the extra ones into step
@@ -92,6 +96,7 @@ class Trajectories:
     step_scores: Array | None = None
     step_verdicts: Array | None = None
     step_values: Array | None = None
+    step_value_mask: Array | None = None
     parent: Array | None = None
     is_leaf: Array | None = None
     node_valid: Array | None = None
@@ -104,6 +109,7 @@ class Trajectories:
     turn_mask: Array | None = None
     advantages: Array | None = None
     returns: Array | None = None
+    update_mask: Array | None = None
 
     @property
     def batch_size(self) -> int:
@@ -157,6 +163,7 @@ class Trajectories:
             "tree_id": (b,),
             "advantages": (b, r),
             "returns": (b, r),
+            "update_mask": (b, r),
         }
         for name, shape in expect.items():
             v = getattr(self, name)
@@ -165,10 +172,26 @@ class Trajectories:
                     f"Trajectories.{name} has shape {tuple(np.shape(v))}, expected {shape} "
                     f"(B={b} rows, R={r} response tokens, P={p} prompt tokens)"
                 )
-        for name in ("step_scores", "step_values", "anchor_ids", "answer_probs", "turn_mask"):
+        for name in (
+            "step_scores",
+            "step_values",
+            "step_value_mask",
+            "anchor_ids",
+            "answer_probs",
+            "turn_mask",
+        ):
             v = getattr(self, name)
             if v is not None and (np.ndim(v) != 2 or np.shape(v)[0] != b):
                 raise ValueError(f"Trajectories.{name} has shape {np.shape(v)}, expected [{b}, S]")
+        if (
+            self.step_value_mask is not None
+            and self.step_values is not None
+            and np.shape(self.step_value_mask) != np.shape(self.step_values)
+        ):
+            raise ValueError(
+                f"Trajectories.step_value_mask has shape {np.shape(self.step_value_mask)}, "
+                f"expected step_values' {np.shape(self.step_values)}"
+            )
         return self
 
 
@@ -192,6 +215,7 @@ ROW_FIELDS: tuple[str, ...] = (
     "values",
     "advantages",
     "returns",
+    "update_mask",
 )
 
 #: Who fills each optional field (config validation quotes this in its messages).
@@ -205,6 +229,7 @@ FIELD_SOURCES: dict[str, str] = {
     "step_verdicts": "a step judge (reward.step_scorer='oracle_steps' on a task with oracle steps, "
     "e.g. task.name='arith_chain', or 'judge': CAPO's generative judge)",
     "step_values": "rollout.strategy='vine' (Monte Carlo continuations from step prefixes)",
+    "step_value_mask": "rollout.strategy='vine' (which states the continuations estimated)",
     "parent": "rollout.strategy='tree'",
     "is_leaf": "rollout.strategy='tree'",
     "node_valid": "rollout.strategy='tree'",
@@ -217,4 +242,6 @@ FIELD_SOURCES: dict[str, str] = {
     "turn_mask": "rollout.strategy='env' (multi-turn environments)",
     "advantages": "the credit phase",
     "returns": "the credit phase",
+    "update_mask": "the credit phase (an estimator's loss-mask transform, e.g. spo_chain's "
+    "prob_mask)",
 }

@@ -993,3 +993,39 @@ def _check_prm_judge_prof(config, num_devices):
                     f"prof.n_remove={n_rm} must be < rollout.n_samples={n} (PROF keeps "
                     "n_samples - n_remove responses per prompt)"
                 )
+
+
+@register_validator
+def _check_vine_rollout(config, num_devices):
+    """``rollout.vine`` (the budget of ``rollout.strategy = "vine"``; see rollout.vine)."""
+    if not _has(config, "rollout.vine"):
+        return
+    from jaxrl_reason.rollout.vine import WHICH
+
+    for key in ("k", "max_steps", "every", "interval", "chunk_rows"):
+        _require(config, f"rollout.vine.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "rollout.vine.which",
+        lambda v: v in WHICH,
+        f"one of {WHICH} (every step start, every `every`-th step, or SPO-chain's cut points)",
+    )
+    _require(
+        config,
+        "rollout.vine.rho",
+        lambda v: _is_number(v) and 0 < v <= 1,
+        "in (0, 1] (SPO's cut-point probability threshold, 0.9)",
+    )
+    vine = config.rollout.vine
+    if (
+        config.rollout.get("strategy", "group") == "vine"
+        and _has(config, "algo.estimator")
+        and config.algo.estimator == "spo_chain"
+        and "rho" in config.algo.get("estimator_kwargs", {})
+        and float(config.algo.estimator_kwargs.rho) != float(vine.get("rho", 0.9))
+    ):
+        raise ConfigError(
+            f"algo.estimator_kwargs.rho={config.algo.estimator_kwargs.rho} differs from "
+            f"rollout.vine.rho={vine.get('rho', 0.9)}: SPO cuts and masks at the same "
+            "threshold; set both to one value"
+        )

@@ -197,7 +197,7 @@ class Trainer:
                 sample_fn=self._sample_fn(),
                 options={
                     name: config.rollout[name].to_dict()
-                    for name in ("env", "tree")
+                    for name in ("env", "tree", "vine")
                     if name in config.rollout
                 }
                 | {"answer_probs": needs_field(config, "answer_probs")},
@@ -370,6 +370,7 @@ class Trainer:
         out.update(dyn_metrics)
         if prof_dropped is not None:
             out["batch/prof_dropped"] = float(prof_dropped)
+        out.update(self._credit_metrics(traj, scored))
         stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
@@ -480,6 +481,47 @@ class Trainer:
                 self.state = {"params": params, "value_head": vh, "opt_state": opt}
                 metrics_acc.append(m)
         return jax.device_get(metrics_acc)
+
+    def _credit_metrics(self, traj: Trajectories, scored: phases.Scored) -> dict[str, float]:
+        """``credit/first_error_hit``, ``credit/first_error_n``, ``credit/first_error_tied``
+        (:func:`jaxrl_reason.eval.credit_metrics.first_error_hit`) on tasks with oracle steps
+        (``task.first_error_step``); empty otherwise. Environment episodes are skipped (their
+        text is a transcript, not a solution the oracle reads)."""
+        task = self.train_task
+        if not hasattr(task, "first_error_step") or self.strategy.name == "env":
+            return {}
+        from jaxrl_reason.eval.credit_metrics import first_error_hit
+        from jaxrl_reason.rollout.steps import response_segment_ids
+
+        max_steps = int(self.config.rollout.get("max_steps", 8))
+        rule = self.config.rollout.get("step_rule", "auto")
+        if rule in ("auto", "task") and getattr(self.strategy, "segments_follow_step_rule", True):
+            seg = np.asarray(traj.segment_id)
+        else:  # the oracle numbers the task's own steps
+            seg = response_segment_ids(
+                self.tokenizer,
+                np.asarray(traj.tokens),
+                np.asarray(traj.lengths),
+                rule="task",
+                task=task,
+                max_steps=max_steps,
+            )
+        first = np.array(
+            [
+                task.first_error_step(t, ex)
+                for t, ex in zip(scored.texts, scored.examples, strict=True)
+            ],
+            np.int64,
+        )
+        mask = traj.update_mask if traj.update_mask is not None else traj.loss_mask
+        return first_error_hit(
+            np.asarray(traj.advantages),
+            np.asarray(mask),
+            seg,
+            scored.correct,
+            first,
+            num_steps=max_steps,
+        )
 
     def _step_metrics(self, traj, scored, metrics_acc, times, step, examples) -> dict[str, float]:
         from jaxrl_reason.eval import distinct_answers

@@ -26,6 +26,7 @@ from jaxrl_reason import credit
 from jaxrl_reason.rollout.trajectories import Trajectories
 
 __all__ = [
+    "CreditFn",
     "Scored",
     "Scorer",
     "assign_credit",
@@ -214,45 +215,80 @@ def prof_filter(traj: Trajectories, correct: np.ndarray, settings: Any) -> tuple
     return traj.replace(loss_mask=mask.astype(np.float32)), int((~keep).sum())
 
 
-def make_credit_fn(name: str, kwargs: Mapping[str, Any] | None = None) -> Callable:
-    """A jitted ``fn(traj) -> (advantages, returns)`` for estimator ``name``.
+class CreditFn:
+    """The credit phase's estimator call (built by :func:`make_credit_fn`).
+
+    ``fn(traj) -> (advantages, returns)`` (float32 ``[B, R]``, zero off ``loss_mask``), and
+    ``fn.update_mask(traj)``: the mask the update trains on when the estimator registered a
+    loss-mask transform (``credit.loss_mask_fn``; spo_chain's ``p < rho``), float32
+    ``[B, R]``, else None.
+    """
+
+    def __init__(self, name: str, kwargs: Mapping[str, Any] | None = None):
+        from jaxrl_reason.rollout.trajectories import FIELD_SOURCES
+
+        self.name = name
+        self._sources = FIELD_SOURCES
+        est = credit.get(name)
+        self.required = credit.inputs(name)
+        self.optional = credit.optional_inputs(name)
+        static_kw = dict(kwargs or {})
+        mask_fn = credit.loss_mask_fn(name)
+
+        @jax.jit
+        def run(token_rewards, loss_mask, group_id, fields):
+            adv, ret = est(token_rewards, loss_mask, group_id, **fields, **static_kw)
+            m = loss_mask.astype(jnp.float32)
+            return adv.astype(jnp.float32) * m, ret.astype(jnp.float32) * m
+
+        self._run = run
+        self._mask = None
+        if mask_fn is not None:
+
+            @jax.jit
+            def mask(loss_mask, fields):
+                keep = mask_fn(loss_mask > 0, **fields, **static_kw)
+                return (keep & (loss_mask > 0)).astype(jnp.float32)
+
+            self._mask = mask
+
+    def _fields(self, traj: Trajectories) -> dict[str, Any]:
+        fields = {}
+        for arg, field in self.required.items():
+            v = getattr(traj, field)
+            if v is None:
+                raise ValueError(
+                    f"estimator {self.name!r} needs Trajectories.{field}, which is not set; it "
+                    f"is filled by {self._sources.get(field, 'a rollout strategy')}"
+                )
+            fields[arg] = v
+        for arg, field in self.optional.items():
+            if getattr(traj, field) is not None:
+                fields[arg] = getattr(traj, field)
+        return fields
+
+    def __call__(self, traj: Trajectories):
+        return self._run(traj.token_rewards, traj.loss_mask, traj.group_id, self._fields(traj))
+
+    def update_mask(self, traj: Trajectories) -> np.ndarray | None:
+        """float32 ``[B, R]`` tokens the update trains on, or None (= ``loss_mask``)."""
+        if self._mask is None:
+            return None
+        return np.asarray(self._mask(jnp.asarray(traj.loss_mask), self._fields(traj)))
+
+
+def make_credit_fn(name: str, kwargs: Mapping[str, Any] | None = None) -> CreditFn:
+    """A :class:`CreditFn`: jitted ``fn(traj) -> (advantages, returns)`` for estimator
+    ``name``.
 
     Reads ``token_rewards``, ``loss_mask``, ``group_id`` and the fields the estimator
     declares (``credit.inputs(name)``; ``credit.optional_inputs(name)`` when set), so every
     registered estimator runs on any ``Trajectories`` that carries its inputs.
 
-    Raises:
+    Raises (when called):
       ValueError: a declared input is ``None`` (names the field and who fills it).
     """
-    from jaxrl_reason.rollout.trajectories import FIELD_SOURCES
-
-    est = credit.get(name)
-    required = credit.inputs(name)
-    optional = credit.optional_inputs(name)
-    static_kw = dict(kwargs or {})
-
-    @jax.jit
-    def run(token_rewards, loss_mask, group_id, fields):
-        adv, ret = est(token_rewards, loss_mask, group_id, **fields, **static_kw)
-        m = loss_mask.astype(jnp.float32)
-        return adv.astype(jnp.float32) * m, ret.astype(jnp.float32) * m
-
-    def fn(traj: Trajectories):
-        fields = {}
-        for arg, field in required.items():
-            v = getattr(traj, field)
-            if v is None:
-                raise ValueError(
-                    f"estimator {name!r} needs Trajectories.{field}, which is not set; it is "
-                    f"filled by {FIELD_SOURCES.get(field, 'a rollout strategy')}"
-                )
-            fields[arg] = v
-        for arg, field in optional.items():
-            if getattr(traj, field) is not None:
-                fields[arg] = getattr(traj, field)
-        return run(traj.token_rewards, traj.loss_mask, traj.group_id, fields)
-
-    return fn
+    return CreditFn(name, kwargs)
 
 
 def assign_credit(
@@ -262,24 +298,35 @@ def assign_credit(
     advantage bonus of the advantage-placed reward components on every loss-mask token:
     ``A[i, t] = Ahat[i, t] + bonus[i] * m[i, t]`` (Song, Kempe & Munos 2025, arXiv
     2509.06941: ``A_final = Ahat + c * b``, the bonus after the group normalisation).
+    When the estimator narrows the loss mask (``credit_fn.update_mask``, SPO's ``p < rho``)
+    the result is ``update_mask`` (float32 ``[B, R]``), and ``m`` is that mask.
     """
     adv, ret = credit_fn(traj)
     adv = np.asarray(adv)
+    mask_fn = getattr(credit_fn, "update_mask", None)
+    um = mask_fn(traj) if mask_fn is not None else None
+    m = np.asarray(traj.loss_mask) if um is None else um
     if bonus is not None and np.any(bonus):
-        adv = adv + np.asarray(bonus, np.float32)[:, None] * np.asarray(traj.loss_mask)
-    return traj.replace(advantages=adv.astype(np.float32), returns=np.asarray(ret))
+        adv = adv + np.asarray(bonus, np.float32)[:, None] * m
+    return traj.replace(
+        advantages=(adv * (m > 0)).astype(np.float32), returns=np.asarray(ret), update_mask=um
+    )
 
 
 def update_batch(traj: Trajectories, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Rows ``idx`` of ``traj`` in the layout of :func:`jaxrl_reason.train.step.rl_loss`
     (``prompt_tokens``, ``prompt_mask``, ``response``, ``response_mask``, ``old_logprobs``,
-    ``advantages``, ``returns`` and, when set, ``ref_logprobs`` and ``old_values``)."""
+    ``advantages``, ``returns`` and, when set, ``ref_logprobs`` and ``old_values``).
+    ``response_mask`` is ``update_mask`` when the credit phase set one (SPO's ``p < rho``:
+    every loss term is masked by it, so the other tokens get exactly zero gradient), else
+    ``loss_mask``."""
     r = traj.rows(idx)
+    mask = r["update_mask"] if "update_mask" in r else r["loss_mask"]
     batch = {
         "prompt_tokens": r["prompt_tokens"].astype(np.int32),
         "prompt_mask": r["prompt_mask"].astype(bool),
         "response": r["tokens"].astype(np.int32),
-        "response_mask": r["loss_mask"].astype(np.float32),
+        "response_mask": mask.astype(np.float32),
         "old_logprobs": r["old_logprobs"].astype(np.float32),
         "advantages": r["advantages"].astype(np.float32),
         "returns": r["returns"].astype(np.float32),

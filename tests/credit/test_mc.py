@@ -155,3 +155,40 @@ def test_spo_chain_empty_mask_gives_zeros():
     assert np.isfinite(adv).all()
     np.testing.assert_array_equal(adv, 0.0)
     np.testing.assert_array_equal(ret, 0.0)
+
+
+def test_fill_unestimated_values_is_vineppos_own_return_rule():
+    # S_b = 4, estimated [T, T, F, F], R = 1: V = [0.5, 0.25, 1, 1]; the capped steps get
+    # advantage 0 and the last estimated one carries the rest: [-0.25, 0.75, 0, 0].
+    v = np.array([[0.5, 0.25, 9.0, 9.0, 7.0], [0.5, 9.0, 0.75, 9.0, 7.0]], np.float32)
+    known = np.array([[1, 1, 0, 0, 0], [1, 0, 1, 0, 0]], bool)
+    sm = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], bool)
+    o = np.array([1.0, 0.0], np.float32)
+    filled = np.asarray(jax.jit(mc.fill_unestimated_values)(v, known, sm, o))
+    # row 1 (every-other step, R = 0, 3 steps): V(s_1) = r_1 + V(s_2) = 0.75 (carried back)
+    np.testing.assert_allclose(filled, [[0.5, 0.25, 1, 1, 0], [0.5, 0.75, 0.75, 0, 0]])
+    adv = np.asarray(mc.mc_step_advantages(filled, sm, o))
+    np.testing.assert_allclose(adv, [[-0.25, 0.75, 0, 0, 0], [0.25, 0, -0.75, 0, 0]], atol=1e-6)
+    # vineppo reads the mask: the same advantages per token, and all-known leaves v untouched
+    seg = np.array([[0, 1, 2, 3, -1], [0, 1, 2, -1, -1]])
+    a, _ = jax.jit(mc.vineppo, static_argnames="whiten")(
+        np.zeros((2, 5)),
+        seg >= 0,
+        np.zeros(2, np.int32),
+        segment_id=seg,
+        step_values=v,
+        step_value_mask=known,
+        outcome=o,
+        whiten=False,
+    )
+    np.testing.assert_allclose(a, [[-0.25, 0.75, 0, 0, 0], [0.25, 0, -0.75, 0, 0]], atol=1e-6)
+    np.testing.assert_array_equal(mc.fill_unestimated_values(v, None, sm, o), np.where(sm, v, 0))
+
+
+def test_spo_chain_loss_mask_is_registered():
+    logp = np.log(np.array([[0.5, 0.95, 0.3, 0.99]], np.float32))
+    m = np.array([[1, 1, 1, 0]], bool)
+    fn = credit.loss_mask_fn("spo_chain")
+    np.testing.assert_array_equal(fn(m, logp=logp, rho=0.9), [[1, 0, 1, 0]])
+    np.testing.assert_array_equal(fn(m, logp=logp, prob_mask=False), m)
+    assert credit.loss_mask_fn("vineppo") is None and credit.loss_mask_fn("grpo") is None

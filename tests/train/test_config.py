@@ -246,6 +246,12 @@ TINY = f"{_REPO}/experiments/configs/tiny_debug.py"
         ("loss.dual_clip=1.0", "loss.dual_clip"),
         ("eval.num_prompts=0", "eval.num_prompts"),
         ("eval.batch_prompts=0", "eval.batch_prompts"),
+        ("rollout.vine.k=0", "rollout.vine.k"),
+        ("rollout.vine.max_steps=0", "rollout.vine.max_steps"),
+        ("rollout.vine.which=some", "rollout.vine.which"),
+        ("rollout.vine.every=0", "rollout.vine.every"),
+        ("rollout.vine.rho=1.5", "rollout.vine.rho"),
+        ("rollout.vine.chunk_rows=0", "rollout.vine.chunk_rows"),
     ],
 )
 def test_bad_field_is_rejected_naming_the_field(override, field):
@@ -306,3 +312,16 @@ def test_every_experiment_config_validates_unchanged():
                 load_config(f)
             continue
         load_config(f)
+
+
+def test_spo_chain_cuts_and_masks_at_one_rho():
+    path = os.path.join(os.path.dirname(TINY), "smollm2_arith_chain_spo_chain.py")
+    load_config(path, ["--config.rollout.vine.rho=0.8"])  # estimator_kwargs.rho unset: fine
+    cfg = load_config(path, validate_config=False)
+    with cfg.unlocked():
+        cfg.algo.estimator_kwargs.rho = 0.5
+    with pytest.raises(ConfigError, match=r"algo\.estimator_kwargs\.rho=0\.5 differs") as e:
+        validate(cfg)
+    assert "\n" not in str(e.value)
+    cfg.rollout.vine.rho = 0.5
+    validate(cfg)

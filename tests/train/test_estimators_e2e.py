@@ -1,5 +1,6 @@
 """Every registered estimator is reachable from a config: one full step, or a documented
-rejection at validation when its rollout strategy is not built yet.
+rejection at validation when its rollout strategy is not built yet (none today: the vine
+strategy made vineppo and spo_chain runnable).
 
 For each name in ``credit.names()`` the first config under ``experiments/configs/`` that
 selects it runs with the tiny random model (tiny_debug's shapes) for one
@@ -102,6 +103,20 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     if strategy == "group":  # i.i.d. samples: every leaf token was decoded once
         assert m["rollout/leaves"] == traj.batch_size
         assert m["rollout/decoded_tokens"] == m["rollout/leaf_tokens"] == traj.lengths.sum()
+    if strategy == "vine":  # vineppo, spo_chain: Monte Carlo values from continuations
+        assert m["rollout/continuations"] == raw.rollout.vine.k * m["rollout/states"]
+        assert m["rollout/continuation_tokens"] > 0
+        assert m["rollout/decoded_tokens"] == (
+            np.asarray(traj.lengths).sum() + m["rollout/continuation_tokens"]
+        )
+        assert np.asarray(traj.step_value_mask)[:, 0].all()  # V(prompt) always estimated
+    if cfg.task.name == "arith_chain":  # oracle steps: the credit-vs-first-error metric
+        assert 0.0 <= m["credit/first_error_hit"] <= 1.0 and m["credit/first_error_n"] >= 0
+    if name == "spo_chain":  # SPO trains on p < rho only
+        p = np.exp(np.asarray(traj.old_logprobs))
+        want = (mask > 0) & (p < raw.rollout.vine.rho)
+        np.testing.assert_array_equal(np.asarray(traj.update_mask) > 0, want)
+        assert np.all(adv[~want] == 0.0)
 
 
 def _print_config(*overrides):

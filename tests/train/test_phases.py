@@ -101,3 +101,68 @@ def test_credit_fn_names_a_missing_input_and_who_fills_it():
     traj = traj.replace(token_rewards=np.zeros((2, 6), np.float32))
     with pytest.raises(ValueError, match="step_values.*rollout.strategy='vine'"):
         phases.make_credit_fn("vineppo")(traj)
+
+
+def _spo_traj():
+    """Two rows of 6 tokens (row 1: 4 real), probabilities around rho = 0.9, 2 segments."""
+    p = np.array([[0.5, 0.95, 0.3, 0.99, 0.8, 0.97], [0.97, 0.6, 0.92, 0.4, 0.5, 0.5]], np.float32)
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    seg = np.where(mask, np.array([0, 0, 0, 1, 1, 1]), -1).astype(np.int32)
+    tr = np.zeros((2, 6), np.float32)
+    tr[0, 5], tr[1, 3] = 1.0, 0.0
+    return Trajectories(
+        prompt_tokens=np.array([[3, 4], [5, 6]], np.int32),
+        prompt_mask=np.ones((2, 2), bool),
+        tokens=np.array([[7, 8, 9, 10, 11, 12], [13, 14, 15, 16, 0, 0]], np.int32),
+        attention_mask=mask,
+        loss_mask=mask.astype(np.float32),
+        old_logprobs=np.where(mask, np.log(p), 0.0).astype(np.float32),
+        group_id=np.array([0, 0], np.int32),
+        segment_id=seg,
+        lengths=mask.sum(-1).astype(np.int32),
+        finish_reason=np.zeros(2, np.int32),
+        token_rewards=tr,
+        step_values=np.array([[0.25, 0.5], [0.75, 0.5]], np.float32),
+        step_value_mask=np.ones((2, 2), bool),
+    ).check()
+
+
+def test_spo_prob_mask_becomes_the_update_mask_and_masked_tokens_get_zero_gradient(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl_reason.train import step as step_lib
+
+    traj = phases.assign_credit(phases.make_credit_fn("spo_chain", {"whiten": False}), _spo_traj())
+    p = np.exp(np.asarray(traj.old_logprobs))
+    want = (np.asarray(traj.loss_mask) > 0) & (p < 0.9)
+    np.testing.assert_array_equal(traj.update_mask, want.astype(np.float32))
+    # row 0 (R = 1): segment advantages [0.5 - 0.25, 1 - 0.5]; row 1 (R = 0): [-0.25, -0.5]
+    adv = np.where(want, [[0.25] * 3 + [0.5] * 3, [-0.25] * 3 + [-0.5] * 3], 0.0)
+    np.testing.assert_allclose(traj.advantages, adv, atol=1e-6)
+    # grpo narrows nothing
+    plain = phases.assign_credit(phases.make_credit_fn("grpo"), _spo_traj())
+    assert plain.update_mask is None
+
+    batch = phases.update_batch(traj, np.arange(2))
+    np.testing.assert_array_equal(batch["response_mask"], want.astype(np.float32))
+    batch["ref_logprobs"] = batch["old_logprobs"] - 0.3  # a KL term that is not 0
+    # The loss as the update computes it, with the per-token log-probs / entropies as the
+    # variables (the model forward replaced): every term must ignore the masked tokens.
+    cfg = step_lib.LossConfig(kl_coef=0.1, entropy_coef=0.01, agg_mode="token-mean")
+
+    def loss_of(logp, ent, b):
+        monkeypatch.setattr(step_lib, "sequence_logprobs", lambda m, bb, c: (logp, ent, None))
+        return step_lib.rl_loss(None, None, b, cfg)[0]
+
+    logp0 = jnp.asarray(batch["old_logprobs"]) + 0.05  # ratio != 1: clipping inactive here
+    ent0 = jnp.ones((2, 6))
+    jb = {k: jnp.asarray(v) for k, v in batch.items()}
+    g_lp, g_ent = jax.grad(loss_of, argnums=(0, 1))(logp0, ent0, jb)
+    off = ~want
+    assert np.all(np.asarray(g_lp)[off] == 0.0) and np.all(np.asarray(g_ent)[off] == 0.0)
+    assert np.all(np.asarray(g_lp)[want] != 0.0)
+    # the same loss over loss_mask would move those tokens (KL and entropy reach them)
+    jb["response_mask"] = jnp.asarray(traj.loss_mask)
+    g_lp2, _ = jax.grad(loss_of, argnums=(0, 1))(logp0, ent0, jb)
+    assert np.any(np.asarray(g_lp2)[off & (np.asarray(traj.loss_mask) > 0)] != 0.0)
