@@ -618,6 +618,12 @@ def _check_dynamic_sampling(config, num_devices):
             "tree forests and environment anchors are per batch and cannot be regrouped; "
             "set --config.rollout.dynamic_sampling=False"
         )
+    if int(config.get("prof", {}).get("n_remove", 0) or 0) > 0:
+        raise ConfigError(
+            f"rollout.dynamic_sampling=True with prof.n_remove={config.prof.n_remove}: PROF "
+            "filters only the first sampling round; set --config.prof.n_remove=0 or "
+            "--config.rollout.dynamic_sampling=False"
+        )
 
 
 @register_validator

@@ -417,6 +417,8 @@ class Trainer:
         metric = cfg.get("dynamic_metric", "acc")
         parts, exs_of, kept, dropped = [], [], [], []
         sampled, rnd = 0, 0
+        # Every round's tokens count against the generation budget (train.token_budget).
+        decoded = float(self.strategy.last_stats.get("decoded_tokens", 0.0))
         while True:
             parts.append((traj, scored))
             exs_of.append(list(examples))
@@ -434,6 +436,7 @@ class Trainer:
             key = self.step_key(step, 1000 + rnd)
             traj = phases.collect(self.strategy, self.policy(), examples, key)
             times.rollout_s += time.perf_counter() - t0
+            decoded += float(self.strategy.last_stats.get("decoded_tokens", 0.0))
             t0 = time.perf_counter()
             traj, scored = phases.score(traj, examples, self.scorer)
             times.reward_s += time.perf_counter() - t0
@@ -443,6 +446,7 @@ class Trainer:
         picks = picks + filler
         traj, scored = phases.select_groups(parts, picks, masked=masked)
         examples = [exs_of[p][g] for p, g in picks]
+        self.strategy.last_stats = {**self.strategy.last_stats, "decoded_tokens": decoded}
         metrics = {
             "batch/groups_dropped": float(len(dropped)),
             "batch/prompts_sampled": float(sampled),

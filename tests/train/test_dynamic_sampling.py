@@ -70,6 +70,11 @@ def test_never_trains_on_an_all_equal_group_and_resumes_exactly(tmp_path, monkey
             assert m["batch/groups_masked"] == masked
             assert m["batch/prompts_sampled"] == 2 * (1 + m["batch/resample_rounds"])
             assert m["batch/resample_rounds"] <= 2
+            # Every round's tokens count against the budget: more than one round can decode
+            # (2 prompts x 2 samples x at most 8 tokens) when extra rounds were drawn.
+            assert m["rollout/decoded_tokens"] <= m["batch/prompts_sampled"] * 2 * 8
+            if m["batch/resample_rounds"] > 0:
+                assert m["rollout/decoded_tokens"] > 2 * 2 * 8
         drawn = sum(m["batch/prompts_sampled"] for m in ms)
         assert tr.data.state()["offset"] == drawn
         assert any(m["batch/groups_dropped"] > 0 for m in ms)  # the filter did something
@@ -109,6 +114,14 @@ def test_validation_rejects_tree_rollouts_and_bad_metric():
         bad = load_config(
             CONFIG,
             ["--config.rollout.dynamic_sampling=True", "--config.rollout.dynamic_metric=std"],
+        )
+        validate(bad, num_devices=1)
+
+
+def test_validation_rejects_prof_with_dynamic_sampling():
+    with pytest.raises(ConfigError, match=r"dynamic_sampling=True with prof.n_remove=1"):
+        bad = load_config(
+            CONFIG, ["--config.rollout.dynamic_sampling=True", "--config.prof.n_remove=1"]
         )
         validate(bad, num_devices=1)
 
