@@ -329,9 +329,10 @@ class Trainer:
             traj = traj.replace(
                 ref_logprobs=np.asarray(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
             )
-        prm_metrics = self._prm_phase(traj, scored.correct, step) if self.prm_online else {}
-        if prm_metrics:
-            traj = traj.replace(process_rewards=prm_metrics.pop("process_rewards"))
+        prm_metrics: dict[str, float] = {}
+        if self.prm_online:
+            process_rewards, prm_metrics = self._prm_phase(traj, scored.correct, step)
+            traj = traj.replace(process_rewards=process_rewards)
         if self.use_value_head:
             traj = traj.replace(
                 values=np.asarray(
@@ -389,11 +390,14 @@ class Trainer:
         )
         return np.asarray(rewards, np.float32)
 
-    def _prm_phase(self, traj: Trajectories, correct: np.ndarray, step: int) -> dict[str, Any]:
+    def _prm_phase(
+        self, traj: Trajectories, correct: np.ndarray, step: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
         """PRIME's online PRM for one step (:mod:`jaxrl_reason.train.prm`): one pass of
-        cross-entropy updates on the verifier's labels ``correct`` and a scoring forward, in
-        the order ``prm.update`` says. Returns the ``prm/*`` metrics (host floats) and, under
-        ``"process_rewards"``, the token rewards for ``Trajectories.process_rewards``."""
+        cross-entropy updates on the verifier's labels ``correct float32[B]`` and a scoring
+        forward, in the order ``prm.update_order`` says.
+
+        Returns ``(process_rewards float32[B, R], prm/* metrics as host floats)``."""
         cfg = self.config
         if cfg.prm.update_order == "after":
             rewards = self._prm_rewards(traj)
@@ -426,15 +430,14 @@ class Trainer:
         if cfg.prm.update_order == "before":
             rewards = self._prm_rewards(traj)
         acc = jax.device_get(acc)
-        out: dict[str, Any] = {
+        metrics = {
             "prm/loss": float(np.mean([m["loss"] for m in acc])),
             "prm/accuracy": float(np.mean([m["accuracy"] for m in acc])),
             "prm/grad_norm": float(np.mean([m["grad_norm"] for m in acc])),
             "prm/nonfinite": float(np.sum([m["update/nonfinite"] for m in acc])),
             "prm/reward_mean": float(np.mean(rewards.sum(-1))),
         }
-        out["process_rewards"] = rewards
-        return out
+        return rewards, metrics
 
     def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
         """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,

@@ -271,3 +271,51 @@ def test_update_order_before_scores_with_the_just_updated_prm(tmp_path):
     np.testing.assert_allclose(np.asarray(traj.process_rewards), want, atol=2e-6)
     assert m["prm/loss"] == pytest.approx(math.log(2), abs=1e-6)  # measured before the update
     _check_estimator_got(traj)
+
+
+_MESH_CHECK = """
+import json, tempfile
+import jax
+from jaxrl_reason.train.config import load_config
+from jaxrl_reason.train.loop import Trainer
+cfg = load_config(CONFIG, OVERRIDES + ["--config.mesh.fsdp=2", "--config.eval_every=0",
+    "--config.checkpoint_every=0", "--config.export=False"])
+tr = Trainer(cfg, tempfile.mkdtemp())
+m = tr.train_step()
+def same(a, b):
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(x.sharding == y.sharding for x, y in pairs)
+prm, pol = tr.state["prm"], tr.state
+leaves = jax.tree.leaves(prm["params"])
+print(json.dumps({
+    "devices": jax.device_count(),
+    "prm_loss": m["prm/loss"],
+    "params_like_policy": same(prm["params"], pol["params"]),
+    "opt_like_policy": same(prm["opt_state"], pol["opt_state"]),
+    "split": sum(x.addressable_shards[0].data.shape != x.shape for x in leaves),
+}))"""
+
+
+@pytest.mark.slow  # a fresh interpreter with two simulated devices: ~40 s of CPU
+def test_the_prm_is_sharded_like_the_policy_on_an_fsdp_mesh():
+    import json
+    import subprocess
+    import sys
+
+    code = f"CONFIG = {TINY_CONFIG!r}\nOVERRIDES = {[*ONLINE, '--config.prm.lr=1e-2']!r}\n"
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code + _MESH_CHECK],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rep = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rep["devices"] == 2 and rep["prm_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert rep["params_like_policy"] and rep["opt_like_policy"]
+    assert rep["split"] > 0  # FSDP really splits the PRM's weights
