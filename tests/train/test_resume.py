@@ -127,3 +127,15 @@ def test_resume_is_exact_with_the_online_prm(tmp_path):
         )
     ]
     assert max(gap) > 1e-4
+    # Evaluation restores the policy of a PRM run: abstract_state includes the PRM's subtree.
+    from flax import nnx
+
+    from jaxrl_reason.models.build import build_model
+    from jaxrl_reason.train.state import restore_policy
+
+    cfg = load_config(CONFIG, [*DENSE, *ONLINE_PRM])
+    model, _ = build_model(cfg.model)
+    policy = restore_policy(cfg, model, os.path.join(part, "checkpoints"), 4)
+    _, got, _ = nnx.split(policy, nnx.Param, ...)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(s_full["params"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
