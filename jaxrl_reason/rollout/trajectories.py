@@ -203,7 +203,7 @@ FIELD_SOURCES: dict[str, str] = {
     "reward": "the score phase (reward.weights)",
     "token_rewards": "the score phase (reward.weights)",
     "ref_logprobs": "the trainer (a forward pass of the reference policy)",
-    "process_rewards": "the trainer's online implicit PRM (prm.online=True)",
+    "process_rewards": "the trainer's online implicit PRM (implicit_prm.online=True)",
     "values": "the trainer's critic (algo.value_head=True)",
     "step_scores": "a step scorer (reward.step_scorer='oracle_steps' on a task with oracle steps, "
     "e.g. task.name='arith_chain')",

@@ -52,7 +52,7 @@ MISMATCH_HINT_FIELDS = (
     "optim.trainable",
     "optim.last_k",
     "algo.value_head",
-    "prm.online",
+    "implicit_prm.online",
     "model.name",
 )
 

@@ -7,7 +7,7 @@ One iteration (``Trainer.train_step``)::
     traj          = phases.collect(strategy, policy, examples)     device: rollout strategy
     traj, scored  = phases.score(traj, examples, scorer)           host: verifiers, rewards
     traj          = + ref_logprobs / values when needed            device: jit forwards
-    traj          = + process_rewards (prm.online: PRM update + forward)   device: jit
+    traj          = + process_rewards (implicit_prm.online: PRM update + forward)   device: jit
     traj          = phases.assign_credit(credit_fn, traj, bonus)   device: estimator by name
     for epoch, mini-batch: state = update(state, batch)            device: jit, donated
 
@@ -36,8 +36,8 @@ from jaxrl_reason import credit, kernels
 from jaxrl_reason.data.build import build_task
 from jaxrl_reason.models.build import build_model
 from jaxrl_reason.rollout.trajectories import Trajectories
+from jaxrl_reason.train import implicit_prm as prm_lib
 from jaxrl_reason.train import phases
-from jaxrl_reason.train import prm as prm_lib
 from jaxrl_reason.train import state as state_lib
 from jaxrl_reason.train import step as step_lib
 from jaxrl_reason.train.step import loss_config
@@ -211,7 +211,7 @@ class Trainer:
                 self.loss_cfg,
                 num_micro,
                 loss_fn=functools.partial(
-                    prm_lib.prm_loss, cfg=self.loss_cfg, beta=float(config.prm.beta)
+                    prm_lib.prm_loss, cfg=self.loss_cfg, beta=float(config.implicit_prm.beta)
                 ),
             )
             self._prm_update = pts.jit_sharded_update(prm_update, self.mesh, self._prm_shardings)
@@ -380,26 +380,26 @@ class Trainer:
         return global_batch(self._host_rows(mb), self.mesh, self._batch_spec)
 
     def _prm_rewards(self, traj: Trajectories) -> np.ndarray:
-        """The current PRM's token rewards ``prm.beta * (log pi_prm - log pi_ref)``,
+        """The current PRM's token rewards ``implicit_prm.beta * (log pi_prm - log pi_ref)``,
         ``float32[B, R]``, 0 off the loss mask (the reference log-probs are the step's)."""
         logp = self._ref_logprobs_fn(
             self.state["prm"]["params"], self.rest, self._model_batch(traj)
         )
         rewards = prm_lib.prm_token_rewards(
-            logp, traj.ref_logprobs, traj.loss_mask, beta=float(self.config.prm.beta)
+            logp, traj.ref_logprobs, traj.loss_mask, beta=float(self.config.implicit_prm.beta)
         )
         return np.asarray(rewards, np.float32)
 
     def _prm_phase(
         self, traj: Trajectories, correct: np.ndarray, step: int
     ) -> tuple[np.ndarray, dict[str, float]]:
-        """PRIME's online PRM for one step (:mod:`jaxrl_reason.train.prm`): one pass of
+        """PRIME's online PRM for one step (:mod:`jaxrl_reason.train.implicit_prm`): one pass of
         cross-entropy updates on the verifier's labels ``correct float32[B]`` and a scoring
-        forward, in the order ``prm.update_order`` says.
+        forward, in the order ``implicit_prm.update_order`` says.
 
         Returns ``(process_rewards float32[B, R], prm/* metrics as host floats)``."""
         cfg = self.config
-        if cfg.prm.update_order == "after":
+        if cfg.implicit_prm.update_order == "after":
             rewards = self._prm_rewards(traj)
         n_rows = traj.batch_size
         mini = cfg.train.mini_batch_size
@@ -427,7 +427,7 @@ class Trainer:
             )
             self.state["prm"] = {"params": params, "opt_state": opt}
             acc.append(m)
-        if cfg.prm.update_order == "before":
+        if cfg.implicit_prm.update_order == "before":
             rewards = self._prm_rewards(traj)
         acc = jax.device_get(acc)
         metrics = {

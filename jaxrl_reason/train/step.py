@@ -233,7 +233,8 @@ def make_update_fn(
     (:func:`jaxrl_reason.train.optim.build_optimizer`), which skips non-finite updates.
 
     ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces the RL loss
-    (:func:`rl_loss`); the online PRM (:mod:`jaxrl_reason.train.prm`) trains through the same
+    (:func:`rl_loss`); the online PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through
+    the same
     accumulation, clipping and non-finite guard this way (``value_head`` is then ``None``).
     """
 

@@ -96,7 +96,7 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     assert np.any(adv[mask > 0] != 0.0), "varying rewards should give non-zero advantages"
     for field in credit.inputs(name).values():
         assert getattr(traj, field) is not None
-    if cfg.prm.online:  # PRIME's online PRM scored the rows and logged its training
+    if cfg.implicit_prm.online:  # PRIME's online PRM scored the rows and logged its training
         pr = np.asarray(traj.process_rewards)
         assert pr.shape == mask.shape and np.all(pr[mask == 0] == 0.0)
         assert np.isfinite(m["prm/loss"]) and 0.0 <= m["prm/accuracy"] <= 1.0
@@ -108,7 +108,7 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
 
 def test_prime_config_runs_online_and_offline_on_tiny_debug(tmp_path):
     """The prime config trains its online PRM (the parametrised test above runs it); with
-    ``prm.online=False`` the policy is its own implicit PRM: no second model, no
+    ``implicit_prm.online=False`` the policy is its own implicit PRM: no second model, no
     ``process_rewards``, no ``prm/*`` metrics, and the advantages are prime's on the
     behaviour/reference log-ratio."""
     import jax.numpy as jnp
@@ -116,8 +116,8 @@ def test_prime_config_runs_online_and_offline_on_tiny_debug(tmp_path):
     from jaxrl_reason.train.loop import Trainer
 
     path = os.path.join(CONFIGS, "smollm2_arith_chain_prime.py")
-    assert load_config(path, TINY).prm.online is True
-    cfg = load_config(path, [*TINY, "--config.prm.online=False"])
+    assert load_config(path, TINY).implicit_prm.online is True
+    cfg = load_config(path, [*TINY, "--config.implicit_prm.online=False"])
     trainer = Trainer(cfg, str(tmp_path))
     try:
         m = trainer.train_step()

@@ -89,8 +89,8 @@ def test_resume_is_exact(tmp_path):
 # PRIME with its online PRM: a second model and optimiser state in the train state.
 ONLINE_PRM = [
     "--config.algo.estimator=prime",
-    "--config.prm.online=True",
-    "--config.prm.lr=1e-2",
+    "--config.implicit_prm.online=True",
+    "--config.implicit_prm.lr=1e-2",
 ]
 
 

@@ -1,4 +1,4 @@
-"""PRIME's online implicit PRM (jaxrl_reason.train.prm): its loss, its updates, its rewards
+"""PRIME's online implicit PRM (jaxrl_reason.train.implicit_prm): its loss, its updates, its rewards
 reaching the prime estimator, and the config rules."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from flax import nnx
 
 from jaxrl_reason import credit
 from jaxrl_reason.models import ModelConfig, Transformer
-from jaxrl_reason.train import prm as prm_lib
+from jaxrl_reason.train import implicit_prm as prm_lib
 from jaxrl_reason.train.config import ConfigError, load_config
 from jaxrl_reason.train.step import LossConfig, make_update_fn, sequence_logprobs
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 TINY_CONFIG = os.path.join(ROOT, "experiments", "configs", "tiny_debug.py")
-ONLINE = ["--config.algo.estimator=prime", "--config.prm.online=True"]
+ONLINE = ["--config.algo.estimator=prime", "--config.implicit_prm.online=True"]
 
 
 def _independent_logprobs(model, prompt, prompt_mask, response, temperature):
@@ -62,12 +62,12 @@ def test_prm_loss_falls_and_its_parameters_move_on_a_fixed_batch():
     """A few PRM updates on fixed labelled responses: the loss starts at log 2 (PRM ==
     reference, so every r_phi(y) = 0), falls strictly at each update, the parameters move,
     and prm_loss equals BCE(sigmoid(beta * sum_t log-ratio), o) from independent log-probs."""
-    cfg = load_config(TINY_CONFIG, [*ONLINE, "--config.prm.lr=1e-2"])
+    cfg = load_config(TINY_CONFIG, [*ONLINE, "--config.implicit_prm.lr=1e-2"])
     model = Transformer(ModelConfig.tiny_debug(), rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     ref_params = jax.tree.map(jnp.copy, params)
     loss_cfg = LossConfig()  # temperature 1
-    beta = float(cfg.prm.beta)
+    beta = float(cfg.implicit_prm.beta)
     batch = _toy_batch()
     ref_model = nnx.merge(graphdef, ref_params, rest)
     ref_logp, _, _ = sequence_logprobs(ref_model, batch, loss_cfg)
@@ -132,20 +132,33 @@ def test_prm_token_rewards_are_beta_times_the_log_ratio_on_the_mask():
 
 def test_the_default_config_keeps_the_policy_as_its_own_implicit_prm():
     cfg = load_config(TINY_CONFIG, ["--config.algo.estimator=prime"])
-    assert cfg.prm.online is False and not prm_lib.prm_enabled(cfg)
+    assert cfg.implicit_prm.online is False and not prm_lib.prm_enabled(cfg)
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (
-            ["--config.prm.online=True"],  # tiny_debug trains GRPO
-            "prm.online=True but algo.estimator='grpo' does not read the PRM's process_rewards",
+            ["--config.implicit_prm.online=True"],  # tiny_debug trains GRPO
+            "implicit_prm.online=True but algo.estimator='grpo' does not read the PRM's "
+            "process_rewards",
         ),
-        ([*ONLINE, "--config.prm.lr=-1e-6"], "prm.lr=-1e-06: must be a finite number > 0"),
-        ([*ONLINE, "--config.prm.beta=0.0"], "prm.beta=0.0: must be a finite number > 0"),
-        ([*ONLINE, "--config.prm.update_order=during"], "prm.update_order='during': must be one"),
-        ([*ONLINE, "--config.prm.grad_clip=-1.0"], "prm.grad_clip=-1.0: must be a finite"),
+        (
+            [*ONLINE, "--config.implicit_prm.lr=-1e-6"],
+            "implicit_prm.lr=-1e-06: must be a finite number > 0",
+        ),
+        (
+            [*ONLINE, "--config.implicit_prm.beta=0.0"],
+            "implicit_prm.beta=0.0: must be a finite number > 0",
+        ),
+        (
+            [*ONLINE, "--config.implicit_prm.update_order=during"],
+            "implicit_prm.update_order='during': must be one",
+        ),
+        (
+            [*ONLINE, "--config.implicit_prm.grad_clip=-1.0"],
+            "implicit_prm.grad_clip=-1.0: must be a finite",
+        ),
     ],
 )
 def test_bad_prm_configs_fail_validation_naming_the_field(overrides, message):
@@ -158,8 +171,8 @@ def test_bad_prm_configs_fail_validation_naming_the_field(overrides, message):
 def test_a_second_disagreeing_beta_is_rejected():
     path = os.path.join(ROOT, "experiments", "configs", "smollm2_arith_chain_prime.py")
     load_config(path)  # the shipped config agrees with itself
-    with pytest.raises(ConfigError, match=r"algo.estimator_kwargs.beta=0.05 differs from prm"):
-        load_config(path, ["--config.prm.beta=0.1"])
+    with pytest.raises(ConfigError, match=r"algo.estimator_kwargs.beta=0.05 differs from implicit_prm"):
+        load_config(path, ["--config.implicit_prm.beta=0.1"])
 
 
 def test_prime_declares_process_rewards_and_the_online_prm_supplies_them():
@@ -180,8 +193,8 @@ def _prm_trainer(tmp_path, update_order):
         TINY_CONFIG,
         [
             *ONLINE,
-            "--config.prm.lr=1e-2",
-            f"--config.prm.update_order={update_order}",
+            "--config.implicit_prm.lr=1e-2",
+            f"--config.implicit_prm.update_order={update_order}",
             "--config.eval_every=0",
             "--config.checkpoint_every=0",
             "--config.export=False",
@@ -204,7 +217,7 @@ def _expected_rewards(trainer, traj, prm_params):
     ref = _independent_logprobs(
         nnx.merge(trainer.graphdef, trainer.ref_params, trainer.rest), *args
     )
-    return float(trainer.config.prm.beta) * (prm - ref) * np.asarray(traj.loss_mask)
+    return float(trainer.config.implicit_prm.beta) * (prm - ref) * np.asarray(traj.loss_mask)
 
 
 def _prime_advantages(traj, **kw):
@@ -302,7 +315,7 @@ def test_the_prm_is_sharded_like_the_policy_on_an_fsdp_mesh():
     import subprocess
     import sys
 
-    code = f"CONFIG = {TINY_CONFIG!r}\nOVERRIDES = {[*ONLINE, '--config.prm.lr=1e-2']!r}\n"
+    code = f"CONFIG = {TINY_CONFIG!r}\nOVERRIDES = {[*ONLINE, '--config.implicit_prm.lr=1e-2']!r}\n"
     env = dict(
         os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2"
     )

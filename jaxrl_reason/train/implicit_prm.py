@@ -15,7 +15,7 @@ the ImplicitPRM ``CETrainer.loss_fn``), written stably as ``softplus(z) - o z`` 
 ``correct``) trains it; the token rewards reach the ``prime`` estimator as
 ``Trajectories.process_rewards``.
 
-Order within an RL step (``prm.update_order``), PRIME's ``reward_model.model.update``:
+Order within an RL step (``implicit_prm.update_order``), PRIME's ``reward_model.model.update``:
 
 - ``"before"`` (verl ``recipe/prime`` default, "double forward"): one pass of PRM updates
   over this step's rollouts, then a forward of the updated PRM gives the rewards.
@@ -26,7 +26,8 @@ Order within an RL step (``prm.update_order``), PRIME's ``reward_model.model.upd
 
 One pass = ``train.mini_batch_size`` rows per update, ``train.micro_batch_size`` per
 micro-batch (PRIME: ``reward_model.mini_batch_size`` = the actor's PPO mini-batch), AdamW at
-a constant ``prm.lr`` (PRIME 1e-6) without weight decay, global-norm clip ``prm.grad_clip``
+a constant ``implicit_prm.lr`` (PRIME 1e-6) without weight decay, global-norm clip
+``implicit_prm.grad_clip``
 (PRIME's scripts 10), the policy's trainable subset (``optim.trainable``) and temperature.
 
 Log-probs are of ``softmax(logits / T)`` at the rollout temperature ``T``, as the trainer's
@@ -61,26 +62,28 @@ __all__ = [
     "prm_token_rewards",
 ]
 
-#: ``prm.update_order`` values: train the PRM before or after it scores the step's rollouts.
+#: ``implicit_prm.update_order`` values: train the PRM before or after it scores the step's
+#: rollouts.
 PRM_UPDATES: tuple[str, ...] = ("before", "after")
 
 
 def prm_enabled(config: Any) -> bool:
-    """Whether ``config`` trains an online PRM (``prm.online``; absent = off)."""
-    return "prm" in config and bool(config.prm.get("online", False))
+    """Whether ``config`` trains an online PRM (``implicit_prm.online``; absent = off)."""
+    return "implicit_prm" in config and bool(config.implicit_prm.get("online", False))
 
 
 def prm_optim_config(config: Any) -> dict[str, Any]:
     """The PRM's ``optim`` settings: the policy's trainable subset and Adam moments, with
-    PRIME's constant learning rate ``prm.lr``, no weight decay and clip ``prm.grad_clip``."""
+    PRIME's constant learning rate ``implicit_prm.lr``, no weight decay and clip
+    ``implicit_prm.grad_clip``."""
     cfg = dict(config.optim)
     cfg.pop("max_grad_norm", None)  # the older clip name would win over grad_clip
     cfg.update(
-        learning_rate=float(config.prm.lr),
+        learning_rate=float(config.implicit_prm.lr),
         schedule="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        grad_clip=float(config.prm.get("grad_clip", 10.0)),
+        grad_clip=float(config.implicit_prm.get("grad_clip", 10.0)),
     )
     return cfg
 
@@ -110,7 +113,8 @@ def prm_token_rewards(
 
     Args:
       prm_logp, ref_logp: float ``[B, R]`` log-probs of the response tokens under the PRM and
-        the frozen reference. response_mask: ``[B, R]`` (the loss mask). beta: ``prm.beta``.
+        the frozen reference. response_mask: ``[B, R]`` (the loss mask).
+        beta: ``implicit_prm.beta``.
     """
     return credit.implicit_process_rewards(prm_logp, ref_logp, response_mask, beta=beta)
 
@@ -129,7 +133,7 @@ def prm_loss(model: nnx.Module, batch: dict[str, Array], cfg: LossConfig, *, bet
         int32[b, R]``, ``response_mask float32[b, R]`` (the loss mask), ``ref_logprobs
         float32[b, R]`` and ``outcome float32[b]`` (the verifier's label in {0, 1}).
       cfg: the policy's :class:`LossConfig` (temperature, kernel, frozen layers).
-      beta: ``prm.beta``.
+      beta: ``implicit_prm.beta``.
 
     Returns:
       ``(loss, {"loss", "accuracy"})``: float32 scalars; ``accuracy`` is the fraction of rows
