@@ -120,6 +120,23 @@ def base_config() -> ml_collections.ConfigDict:
     c.algo.value_head = False
     c.algo.estimator_kwargs = ml_collections.ConfigDict()
 
+    # PRIME's online implicit PRM (Cui et al. 2025, arXiv 2502.01456;
+    # jaxrl_reason/train/implicit_prm.py):
+    # a second copy of the initial policy trained every step with the implicit-PRM
+    # cross-entropy on the verifier's outcome labels; its token rewards
+    # beta * (log pi_prm - log pi_ref) reach the estimator as Trajectories.process_rewards
+    # (algo.estimator="prime"). Off: the policy is its own implicit PRM.
+    c.implicit_prm = ml_collections.ConfigDict()
+    c.implicit_prm.online = False
+    c.implicit_prm.lr = 1e-6  # PRIME's reward_model.model.optim.lr (constant, no weight decay)
+    c.implicit_prm.beta = 0.05  # beta_train of PRIME / ImplicitPRM
+    c.implicit_prm.grad_clip = 10.0  # PRIME's run scripts (verl recipe yaml: 1.0); 0 = off
+    # "before": update the PRM on this step's rollouts, then score them with the updated PRM
+    # (verl recipe/prime default, "double forward"); "after": score with the PRM as it was,
+    # then update (one forward fewer; PRIME's original run_prime_main.sh). PRIME's
+    # reward_model.model.update; not named "update", which ConfigDict's method would shadow.
+    c.implicit_prm.update_order = "before"
+
     c.loss = ml_collections.ConfigDict()
     c.loss.loss_type = "ppo"
     c.loss.clip_low = 0.2

@@ -204,6 +204,9 @@ def _prime_code_rloo(x: Array, m: Array, group_ids: Array, valid: Array) -> Arra
 @registry.register(
     "prime",
     inputs={"logp": "old_logprobs", "ref_logp": "ref_logprobs"},
+    # Set only with the trainer's online PRM (implicit_prm.online=True); without it the
+    # policy is its own implicit PRM (logp = the behaviour log-probs).
+    optional={"process_rewards": "process_rewards"},
 )
 def prime(
     token_rewards: Array,
@@ -251,7 +254,10 @@ def prime(
       response_mask: ``[B, T]``.
       group_ids: int32 ``[B]`` prompt of each row (K samples per prompt).
       logp, ref_logp: ``[B, T]`` PRM / reference log-probs of the sampled tokens; or
-      process_rewards: ``[B, T]`` ready token process rewards (used as given, no beta).
+      process_rewards: ``[B, T]`` ready token process rewards (used as given, no beta; they
+        win over ``logp``). The trainer's online PRM (``implicit_prm.online=True``) passes
+        ``implicit_prm.beta * (log pi_prm - log pi_ref)`` here; without it the policy is its own
+        implicit PRM (``logp`` = the behaviour log-probs).
       outcome: optional ``[B]`` verifiable outcome ``r_o``.
       variant: ``"paper"`` | ``"code"`` | ``"verl"``.
       beta: 0.05. gamma: 1.0 (both sources; the run script's value). ``verl`` forces 1.

@@ -32,6 +32,8 @@ Optional fields (``None`` until a strategy, the trainer or a reward component fi
 ``reward``          float32[B]      scalar reward (weighted components, ``reward.weights``)
 ``token_rewards``   float32[B, R]   the reward on each row's last response token
 ``ref_logprobs``    float32[B, R]   reference-policy log-probs
+``process_rewards`` float32[B, R]   token process rewards of the online implicit PRM,
+                                    ``beta (log pi_prm - log pi_ref)``, 0 off the loss mask
 ``values``          float32[B, R]   critic values (PPO value head)
 ``step_scores``     float32[B, S]   a step scorer's score of each step (PRM, oracle)
 ``step_verdicts``   bool[B, N, S]   N judgements per step, True = the step is wrong (CAPO)
@@ -92,6 +94,7 @@ class Trajectories:
     reward: Array | None = None
     token_rewards: Array | None = None
     ref_logprobs: Array | None = None
+    process_rewards: Array | None = None
     values: Array | None = None
     step_scores: Array | None = None
     step_verdicts: Array | None = None
@@ -158,6 +161,7 @@ class Trajectories:
             "reward": (b,),
             "token_rewards": (b, r),
             "ref_logprobs": (b, r),
+            "process_rewards": (b, r),
             "values": (b, r),
             "tok_node": (b, r),
             "tree_id": (b,),
@@ -223,6 +227,7 @@ FIELD_SOURCES: dict[str, str] = {
     "reward": "the score phase (reward.weights)",
     "token_rewards": "the score phase (reward.weights)",
     "ref_logprobs": "the trainer (a forward pass of the reference policy)",
+    "process_rewards": "the trainer's online implicit PRM (implicit_prm.online=True)",
     "values": "the trainer's critic (algo.value_head=True)",
     "step_scores": "a step scorer (reward.step_scorer='oracle_steps' on a task with oracle steps, "
     "e.g. task.name='arith_chain', or 'prm' with prm.path)",

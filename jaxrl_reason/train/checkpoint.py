@@ -48,7 +48,13 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: Config fields whose change since a checkpoint was written usually explains a tree mismatch.
-MISMATCH_HINT_FIELDS = ("optim.trainable", "optim.last_k", "algo.value_head", "model.name")
+MISMATCH_HINT_FIELDS = (
+    "optim.trainable",
+    "optim.last_k",
+    "algo.value_head",
+    "implicit_prm.online",
+    "model.name",
+)
 
 #: Files every committed step must have (relative to its step folder); a step missing one is
 #: treated as corrupt and skipped by :meth:`Checkpointer.restore_latest`.

@@ -474,8 +474,8 @@ def available_fields(config) -> dict[str, str]:
 
     Sources: the rollout strategy's ``supplies``; reward components with a non-zero weight
     or named by ``reward.step_scorer``; the trainer (``ref_logprobs`` always, ``values`` with
-    ``algo.value_head``). Unknown strategies / components contribute nothing here (their own
-    validators name them).
+    ``algo.value_head``, ``process_rewards`` with ``implicit_prm.online``). Unknown strategies /
+    components contribute nothing here (their own validators name them).
     """
     from jaxrl_reason.rewards.registry import get_reward
     from jaxrl_reason.rollout import strategies
@@ -483,6 +483,8 @@ def available_fields(config) -> dict[str, str]:
     out = {"ref_logprobs": "the trainer's reference policy"}
     if _has(config, "algo.value_head") and config.algo.value_head:
         out["values"] = "algo.value_head=True"
+    if _has(config, "implicit_prm.online") and config.implicit_prm.online:
+        out["process_rewards"] = "implicit_prm.online=True (the online implicit PRM)"
     name = config.rollout.get("strategy", "group") if "rollout" in config else "group"
     if name in strategies.strategy_names():
         for f in strategies.get_strategy(name).supplies:
@@ -1034,4 +1036,67 @@ def _check_vine_rollout(config, num_devices):
             f"algo.estimator_kwargs.rho={config.algo.estimator_kwargs.rho} differs from "
             f"rollout.vine.rho={vine.get('rho', 0.9)}: SPO cuts and masks at the same "
             "threshold; set both to one value"
+        )
+
+
+@register_validator
+def _check_prm(config, num_devices):
+    """``prm.*`` (PRIME's online implicit PRM, :mod:`jaxrl_reason.train.implicit_prm`): positive
+    ``lr`` / ``beta``, a known ``update`` order, and, when ``online``, an estimator that reads
+    the PRM's ``process_rewards`` with no second, disagreeing ``beta``."""
+    if "implicit_prm" not in config:
+        return
+    from jaxrl_reason.train.implicit_prm import PRM_UPDATES
+
+    _require(config, "implicit_prm.online", lambda v: isinstance(v, bool), "a bool")
+    _require(
+        config,
+        "implicit_prm.lr",
+        lambda v: _is_number(v) and v > 0,
+        "a finite number > 0 (the PRM's AdamW learning rate)",
+        "PRIME uses --config.implicit_prm.lr=1e-6",
+    )
+    _require(
+        config,
+        "implicit_prm.beta",
+        lambda v: _is_number(v) and v > 0,
+        "a finite number > 0 (r = beta * log pi_prm / pi_ref)",
+        "PRIME uses --config.implicit_prm.beta=0.05",
+    )
+    _require(
+        config,
+        "implicit_prm.grad_clip",
+        lambda v: _is_number(v) and v >= 0,
+        "a finite number >= 0 (the global-norm clip; 0 turns clipping off)",
+    )
+    _require(
+        config,
+        "implicit_prm.update_order",
+        lambda v: v in PRM_UPDATES,
+        f"one of {PRM_UPDATES} (train the PRM before or after it scores the step's rollouts)",
+        "set --config.implicit_prm.update_order=before (PRIME's default)",
+    )
+    if not config.implicit_prm.get("online", False) or not _has(config, "algo.estimator"):
+        return
+    from jaxrl_reason import credit
+
+    est = config.algo.estimator
+    if est not in credit.names():
+        return  # _check_estimator_inputs names it
+    reads = set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values())
+    if "process_rewards" not in reads:
+        users = [n for n in credit.names() if "process_rewards" in credit.optional_inputs(n)]
+        users += [n for n in credit.names() if "process_rewards" in credit.inputs(n)]
+        raise ConfigError(
+            f"implicit_prm.online=True but algo.estimator={est!r} does not read the PRM's "
+            f"process_rewards (the PRM would train for nothing); use algo.estimator in "
+            f"{sorted(set(users))} or set --config.implicit_prm.online=False"
+        )
+    kw = config.algo.get("estimator_kwargs", {})
+    if "beta" in kw and float(kw["beta"]) != float(config.implicit_prm.beta):
+        raise ConfigError(
+            f"algo.estimator_kwargs.beta={kw['beta']!r} differs from implicit_prm.beta="
+            f"{config.implicit_prm.beta!r}: with implicit_prm.online the PRM's beta scales the "
+            "process rewards "
+            "(the estimator's is unused); set them equal or remove estimator_kwargs.beta"
         )

@@ -7,6 +7,7 @@ One iteration (``Trainer.train_step``)::
     traj          = phases.collect(strategy, policy, examples)     device: rollout strategy
     traj, scored  = phases.score(traj, examples, scorer)           host: verifiers, rewards
     traj          = + ref_logprobs / values when needed            device: jit forwards
+    traj          = + process_rewards (implicit_prm.online: PRM update + forward)   device: jit
     traj          = phases.assign_credit(credit_fn, traj, bonus)   device: estimator by name
     for epoch, mini-batch: state = update(state, batch)            device: jit, donated
 
@@ -35,6 +36,7 @@ from jaxrl_reason import credit, kernels
 from jaxrl_reason.data.build import build_task
 from jaxrl_reason.models.build import build_model
 from jaxrl_reason.rollout.trajectories import Trajectories
+from jaxrl_reason.train import implicit_prm as prm_lib
 from jaxrl_reason.train import phases
 from jaxrl_reason.train import state as state_lib
 from jaxrl_reason.train import step as step_lib
@@ -65,11 +67,14 @@ def reward_settings(config: Any) -> dict[str, Any]:
 
 
 def needs_reference(config: Any) -> bool:
-    """Whether the run keeps a frozen reference policy: a KL term, or an estimator that reads
-    ``ref_logprobs`` (PRIME's implicit process reward)."""
+    """Whether the run keeps a frozen reference policy: a KL term, an estimator that reads
+    ``ref_logprobs`` (PRIME's implicit process reward) or an online PRM (its log-ratio)."""
     est = config.algo.estimator
-    return float(config.loss.get("kl_coef", 0.0)) > 0 or "ref_logprobs" in (
-        set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values())
+    return (
+        float(config.loss.get("kl_coef", 0.0)) > 0
+        or prm_lib.prm_enabled(config)
+        or "ref_logprobs"
+        in (set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values()))
     )
 
 
@@ -137,6 +142,16 @@ class Trainer:
         self.ref_params = (
             jax.tree.map(jnp.copy, self.state["params"]) if needs_reference(config) else None
         )
+        # PRIME's online PRM starts as the reference (= the initial policy): its own trainable
+        # copy and optimiser state join the train state (checkpointed, sharded like the
+        # policy); the reference it is measured against is self.ref_params, shared.
+        self.prm_online = prm_lib.prm_enabled(config)
+        if self.prm_online:
+            prm_tx = prm_lib.build_prm_optimizer(config, self.state["params"]).tx
+            prm_state, self._prm_shardings = pts.shard_train_state(
+                jax.tree.map(jnp.copy, self.state["params"]), None, prm_tx, self.mesh
+            )
+            self.state["prm"] = {"params": prm_state["params"], "opt_state": prm_state["opt_state"]}
         self.step = 0
         # Tokens the sampler has generated since step 0 (``train.token_budget`` stops on it;
         # saved with each checkpoint so that a resumed run stops where the straight one does).
@@ -215,6 +230,17 @@ class Trainer:
             with_value_head=self.use_value_head,
         )
         self._update = pts.jit_sharded_update(update, self.mesh, self.shardings)
+        if self.prm_online:
+            prm_update = step_lib.make_update_fn(
+                self.graphdef,
+                prm_tx,
+                self.loss_cfg,
+                num_micro,
+                loss_fn=functools.partial(
+                    prm_lib.prm_loss, cfg=self.loss_cfg, beta=float(config.implicit_prm.beta)
+                ),
+            )
+            self._prm_update = pts.jit_sharded_update(prm_update, self.mesh, self._prm_shardings)
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -354,6 +380,10 @@ class Trainer:
             traj = traj.replace(
                 ref_logprobs=np.asarray(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
             )
+        prm_metrics: dict[str, float] = {}
+        if self.prm_online:
+            process_rewards, prm_metrics = self._prm_phase(traj, scored.correct, step)
+            traj = traj.replace(process_rewards=process_rewards)
         if self.use_value_head:
             traj = traj.replace(
                 values=np.asarray(
@@ -371,6 +401,7 @@ class Trainer:
         if prof_dropped is not None:
             out["batch/prof_dropped"] = float(prof_dropped)
         out.update(self._credit_metrics(traj, scored))
+        out.update(prm_metrics)
         stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
@@ -455,13 +486,80 @@ class Trainer:
         }
         return traj, scored, examples, metrics
 
-    def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
-        """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,
-        donated, sharded update; returns the per-update metrics (host floats)."""
+    def _place_batch(self, mb: dict[str, np.ndarray]) -> dict[str, Array]:
+        """A host mini-batch on the mesh, rows over the batch axes (this host's share of a
+        global batch on several hosts)."""
         from jax.sharding import NamedSharding
 
         from jaxrl_reason.parallel import global_batch
 
+        if jax.process_count() == 1:
+            return jax.device_put(mb, NamedSharding(self.mesh, self._batch_spec))
+        return global_batch(self._host_rows(mb), self.mesh, self._batch_spec)
+
+    def _prm_rewards(self, traj: Trajectories) -> np.ndarray:
+        """The current PRM's token rewards ``implicit_prm.beta * (log pi_prm - log pi_ref)``,
+        ``float32[B, R]``, 0 off the loss mask (the reference log-probs are the step's)."""
+        logp = self._ref_logprobs_fn(
+            self.state["prm"]["params"], self.rest, self._model_batch(traj)
+        )
+        rewards = prm_lib.prm_token_rewards(
+            logp, traj.ref_logprobs, traj.loss_mask, beta=float(self.config.implicit_prm.beta)
+        )
+        return np.asarray(rewards, np.float32)
+
+    def _prm_phase(
+        self, traj: Trajectories, correct: np.ndarray, step: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """PRIME's online PRM for one step (:mod:`jaxrl_reason.train.implicit_prm`): one pass of
+        cross-entropy updates on the verifier's labels ``correct float32[B]`` and a scoring
+        forward, in the order ``implicit_prm.update_order`` says.
+
+        Returns ``(process_rewards float32[B, R], prm/* metrics as host floats)``."""
+        cfg = self.config
+        if cfg.implicit_prm.update_order == "after":
+            rewards = self._prm_rewards(traj)
+        n_rows = traj.batch_size
+        mini = cfg.train.mini_batch_size
+        order = (
+            np.random.default_rng([cfg.seed, step, 2]).permutation(n_rows)
+            if cfg.train.get("shuffle", True)
+            else np.arange(n_rows)
+        )
+        outcome = np.asarray(correct, np.float32)
+        acc: list[dict[str, Array]] = []
+        for start in range(0, n_rows, mini):
+            idx = order[start : start + mini]
+            r = traj.rows(idx)
+            mb = {
+                "prompt_tokens": r["prompt_tokens"].astype(np.int32),
+                "prompt_mask": r["prompt_mask"].astype(bool),
+                "response": r["tokens"].astype(np.int32),
+                "response_mask": r["loss_mask"].astype(np.float32),
+                "ref_logprobs": r["ref_logprobs"].astype(np.float32),
+                "outcome": outcome[idx],
+            }
+            prm = self.state["prm"]
+            params, _, opt, m = self._prm_update(
+                prm["params"], None, prm["opt_state"], self._place_batch(mb)
+            )
+            self.state["prm"] = {"params": params, "opt_state": opt}
+            acc.append(m)
+        if cfg.implicit_prm.update_order == "before":
+            rewards = self._prm_rewards(traj)
+        acc = jax.device_get(acc)
+        metrics = {
+            "prm/loss": float(np.mean([m["loss"] for m in acc])),
+            "prm/accuracy": float(np.mean([m["accuracy"] for m in acc])),
+            "prm/grad_norm": float(np.mean([m["grad_norm"] for m in acc])),
+            "prm/nonfinite": float(np.sum([m["update/nonfinite"] for m in acc])),
+            "prm/reward_mean": float(np.mean(rewards.sum(-1))),
+        }
+        return rewards, metrics
+
+    def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
+        """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,
+        donated, sharded update; returns the per-update metrics (host floats)."""
         cfg = self.config
         metrics_acc: list[dict[str, Array]] = []
         n_rows = traj.batch_size
@@ -474,15 +572,12 @@ class Trainer:
                 else np.arange(n_rows)
             )
             for start in range(0, n_rows, mini):
-                mb = phases.update_batch(traj, order[start : start + mini])
-                if jax.process_count() == 1:
-                    mb = jax.device_put(mb, NamedSharding(self.mesh, self._batch_spec))
-                else:  # each host passes its own rows of the global mini-batch
-                    mb = global_batch(self._host_rows(mb), self.mesh, self._batch_spec)
+                mb = self._place_batch(phases.update_batch(traj, order[start : start + mini]))
                 params, vh, opt, m = self._update(
                     self.state["params"], self.state["value_head"], self.state["opt_state"], mb
                 )
-                self.state = {"params": params, "value_head": vh, "opt_state": opt}
+                # Other entries (the online PRM's state) are kept as they are.
+                self.state = {**self.state, "params": params, "value_head": vh, "opt_state": opt}
                 metrics_acc.append(m)
         return jax.device_get(metrics_acc)
 

@@ -4,6 +4,12 @@ The state is ``{"params", "value_head", "opt_state"}``: the policy's ``nnx.Param
 PPO critic head (``None`` without one) and the optimiser state of the pair
 ``(params, value_head)``. The optimiser's trainable subset comes from ``config.optim``; a
 value head always trains, whatever subset of the policy does (it starts at zero).
+
+With PRIME's online PRM (``implicit_prm.online``, :mod:`jaxrl_reason.train.implicit_prm`) the
+state also holds
+``"prm": {"params", "opt_state"}``: the PRM's parameters (the policy's tree, initialised from
+the reference) and its optimiser state over ``(prm params, None)``, so checkpoints and exact
+resume carry them. Without it the key is absent and older checkpoints restore unchanged.
 """
 
 from __future__ import annotations
@@ -63,7 +69,13 @@ def abstract_state(config: Any, model: nnx.Module) -> dict[str, Any]:
     value_head = init_value_head_for(config, model.config.hidden_size)
     optimizer = build_optimizer_for(config, params, value_head)
     opt_state = jax.eval_shape(optimizer.tx.init, (params, value_head))
-    return {"params": params, "value_head": value_head, "opt_state": opt_state}
+    state = {"params": params, "value_head": value_head, "opt_state": opt_state}
+    from jaxrl_reason.train.implicit_prm import build_prm_optimizer, prm_enabled
+
+    if prm_enabled(config):
+        prm_tx = build_prm_optimizer(config, params).tx
+        state["prm"] = {"params": params, "opt_state": jax.eval_shape(prm_tx.init, (params, None))}
+    return state
 
 
 def restore_policy(config: Any, model: nnx.Module, ckpt_dir: str, step: int) -> nnx.Module:

@@ -222,6 +222,7 @@ def make_update_fn(
     num_micro: int,
     *,
     with_value_head: bool = False,
+    loss_fn: Callable | None = None,
 ) -> Callable:
     """Builds ``update(params, value_head, opt_state, batch) -> (params, value_head, opt_state,
     metrics)``, to be wrapped in ``jax.jit`` (with donation) by the caller.
@@ -230,11 +231,18 @@ def make_update_fn(
     averaged (each micro-batch's aggregated loss weighs ``1 / num_micro``, verl's
     convention). ``optimizer`` must accept the ``loss=`` extra argument
     (:func:`jaxrl_reason.train.optim.build_optimizer`), which skips non-finite updates.
+
+    ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces the RL loss
+    (:func:`rl_loss`); the online PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through
+    the same
+    accumulation, clipping and non-finite guard this way (``value_head`` is then ``None``).
     """
 
     def micro_loss(trainable, mb):
         params, vh = trainable
         model = nnx.merge(graphdef, params)
+        if loss_fn is not None:
+            return loss_fn(model, mb)
         return rl_loss(model, vh if with_value_head else None, mb, cfg)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)

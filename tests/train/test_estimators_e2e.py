@@ -97,6 +97,11 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
     assert np.any(adv[mask > 0] != 0.0), "varying rewards should give non-zero advantages"
     for field in credit.inputs(name).values():
         assert getattr(traj, field) is not None
+    if cfg.implicit_prm.online:  # PRIME's online PRM scored the rows and logged its training
+        pr = np.asarray(traj.process_rewards)
+        assert pr.shape == mask.shape and np.all(pr[mask == 0] == 0.0)
+        assert np.isfinite(m["prm/loss"]) and 0.0 <= m["prm/accuracy"] <= 1.0
+        assert m["prm/reward_mean"] == pytest.approx(float(pr.sum(-1).mean()), abs=1e-6)
     if strategy == "tree":  # the strategy's budget stats reach the step metrics
         assert m["rollout/leaves"] == traj.batch_size
         assert 0 < m["rollout/decoded_tokens"] <= m["rollout/leaf_tokens"]
@@ -117,6 +122,39 @@ def test_estimator_runs_one_step_or_is_rejected_at_validation(name, tmp_path):
         want = (mask > 0) & (p < raw.rollout.vine.rho)
         np.testing.assert_array_equal(np.asarray(traj.update_mask) > 0, want)
         assert np.all(adv[~want] == 0.0)
+
+
+def test_prime_config_runs_online_and_offline_on_tiny_debug(tmp_path):
+    """The prime config trains its online PRM (the parametrised test above runs it); with
+    ``implicit_prm.online=False`` the policy is its own implicit PRM: no second model, no
+    ``process_rewards``, no ``prm/*`` metrics, and the advantages are prime's on the
+    behaviour/reference log-ratio."""
+    import jax.numpy as jnp
+
+    from jaxrl_reason.train.loop import Trainer
+
+    path = os.path.join(CONFIGS, "smollm2_arith_chain_prime.py")
+    assert load_config(path, TINY).implicit_prm.online is True
+    cfg = load_config(path, [*TINY, "--config.implicit_prm.online=False"])
+    trainer = Trainer(cfg, str(tmp_path))
+    try:
+        m = trainer.train_step()
+        traj = trainer.last_trajectories
+    finally:
+        trainer.ckpt.close()
+    assert "prm" not in trainer.state and traj.process_rewards is None
+    assert not any(k.startswith("prm/") for k in m)
+    adv, _ = credit.get("prime")(
+        jnp.asarray(traj.token_rewards),
+        jnp.asarray(traj.loss_mask),
+        jnp.asarray(traj.group_id),
+        logp=jnp.asarray(traj.old_logprobs),
+        ref_logp=jnp.asarray(traj.ref_logprobs),
+        beta=0.05,
+    )
+    np.testing.assert_allclose(
+        np.asarray(traj.advantages), np.asarray(adv) * np.asarray(traj.loss_mask), atol=1e-6
+    )
 
 
 def _print_config(*overrides):

@@ -5,6 +5,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from jaxrl_reason.train.config import load_config
 from jaxrl_reason.train.loop import run_experiment
@@ -83,3 +84,58 @@ def test_resume_is_exact(tmp_path):
     assert len(leaves_full) == len(leaves_part) > 0
     for a, b in zip(leaves_full, leaves_part, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# PRIME with its online PRM: a second model and optimiser state in the train state.
+ONLINE_PRM = [
+    "--config.algo.estimator=prime",
+    "--config.implicit_prm.online=True",
+    "--config.implicit_prm.lr=1e-2",
+]
+
+
+@pytest.mark.slow  # three runs with two models: ~50 s of CPU
+def test_resume_is_exact_with_the_online_prm(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run(full, 4, extra=ONLINE_PRM)
+    _run(part, 2, extra=ONLINE_PRM)
+    _run(part, 4, resume=True, extra=ONLINE_PRM)
+    m_full, m_part = _metrics(full), _metrics(part)
+    assert [r["step"] for r in m_part] == [1, 2, 3, 4]
+    assert m_full == m_part
+    # The PRM trains (its loss moves, its gradient is non-zero) and scores: its metrics after
+    # the resume are equal because its parameters and Adam state were restored, not re-made.
+    assert all(r["prm/grad_norm"] > 0 and r["prm/nonfinite"] == 0.0 for r in m_full)
+    assert len({r["prm/loss"] for r in m_full}) == 4
+    assert m_full[2]["prm/reward_mean"] != 0.0
+    _, s_full, _ = _params(full)
+    _, s_part, _ = _params(part)
+    assert set(s_full) == {"params", "value_head", "opt_state", "prm"}
+    assert set(s_full["prm"]) == {"params", "opt_state"}
+    for sub in ("params", "opt_state"):
+        a, b = jax.tree.leaves(s_full["prm"][sub]), jax.tree.leaves(s_part["prm"][sub])
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(jax.tree.leaves(s_full), jax.tree.leaves(s_part), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # The PRM is its own model: trained on other targets than the policy, it has moved apart.
+    gap = [
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(
+            jax.tree.leaves(s_full["prm"]["params"]), jax.tree.leaves(s_full["params"]), strict=True
+        )
+    ]
+    assert max(gap) > 1e-4
+    # Evaluation restores the policy of a PRM run: abstract_state includes the PRM's subtree.
+    from flax import nnx
+
+    from jaxrl_reason.models.build import build_model
+    from jaxrl_reason.train.state import restore_policy
+
+    cfg = load_config(CONFIG, [*DENSE, *ONLINE_PRM])
+    model, _ = build_model(cfg.model)
+    policy = restore_policy(cfg, model, os.path.join(part, "checkpoints"), 4)
+    _, got, _ = nnx.split(policy, nnx.Param, ...)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(s_full["params"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
