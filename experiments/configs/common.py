@@ -89,8 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
     # rollout.strategy = "tree" (jaxrl_reason.rollout.tree); rollout.n_samples is the leaf
     # budget per prompt. "eptree": TreeRL's entropy-guided forks, M chains, then `rounds`
     # rounds of `fork_points` forks per tree into `branches` continuations each (TreeRL's
-    # released shape (M, N, L, T) = (6, 2, 1, 2): 30 leaves). "segment": fork every
-    # segment_len tokens, branching[d] children per node at depth d (SPO-tree: (6, 6, 6)).
+    # released shape (M, N, L, T) = (6, 2, 1, 2): 30 leaves). "segment": branching[d]
+    # children per node at depth d (SPO-tree: (6, 6, 6)), forked where each segment ends:
+    # fork_at="tokens" every segment_len tokens; fork_at="steps" at the end of each reasoning
+    # step (a token whose text holds a newline, or end of turn), segment_len then capping a
+    # segment's length (a longer step is cut and forked there).
     c.rollout.tree = ml_collections.ConfigDict()
     c.rollout.tree.mode = "eptree"
     c.rollout.tree.num_chains = 6
@@ -99,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.tree.rounds = 1
     c.rollout.tree.segment_len = 16
     c.rollout.tree.branching = (2, 2)
+    c.rollout.tree.fork_at = "tokens"
     # rollout.strategy = "vine" (jaxrl_reason.rollout.vine): n samples per prompt plus Monte
     # Carlo step values (VinePPO / SPO-chain) from k continuations of each step prefix, decoded
     # from the response's KV cache. VinePPO uses k = 9; each estimated state costs k decodes of

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
-__all__ = ["chat_prompt_ids", "decode_responses", "stop_token_ids"]
+__all__ = ["chat_prompt_ids", "decode_responses", "newline_token_ids", "stop_token_ids"]
 
 
 def chat_prompt_ids(tokenizer, task, examples) -> list[list[int]]:
@@ -45,3 +46,20 @@ def stop_token_ids(tokenizer: Any, model: Any = None) -> tuple[int, ...]:
     if isinstance(im_end, int) and im_end != getattr(tokenizer, "unk_token_id", None):
         ids.add(im_end)
     return tuple(sorted(int(i) for i in ids if i is not None))
+
+
+@functools.lru_cache(maxsize=4)
+def _newline_ids(tokenizer: Any) -> tuple[int, ...]:
+    vocab = tokenizer.get_vocab()
+    return tuple(
+        sorted(int(i) for t, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([t]))
+    )
+
+
+def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Every vocabulary id whose text contains ``"\\n"``: the step-boundary stop ids of
+    step-level search (:mod:`jaxrl_reason.search`) and of segment trees forked at step ends
+    (``rollout.tree.fork_at = "steps"``). BPE merges newlines into tokens like ``".\\n"`` or
+    ``"\\n\\n"``, so stopping on the lone ``"\\n"`` id would miss most line ends. Cached per
+    tokenizer (``tokenizer`` needs ``get_vocab`` and ``convert_tokens_to_string``)."""
+    return _newline_ids(tokenizer)

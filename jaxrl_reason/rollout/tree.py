@@ -11,9 +11,19 @@ Registered as ``rollout.strategy = "tree"``; the shape lives in ``config.rollout
   token at the fork point re-sampled. Position 0 of a generation is never a fork point.
   TreeRL's released shape ``(M, N, L, T) = (6, 2, 1, 2)`` gives ``6 * (1 + 1*2*2) = 30``
   leaves per prompt.
-* ``mode = "segment"``: segment trees (SPO-tree / TreePO style): every unfinished row is
-  forked into ``branching[d]`` children after ``segment_len * d`` tokens (``d`` = depth);
-  the last depth runs to the end. A row that stops early is a leaf.
+* ``mode = "segment"``: segment trees (SPO-tree, Guo et al. 2025, arXiv 2506.03065; TreePO,
+  arXiv 2508.17445): every unfinished row is forked into ``branching[d]`` children at the end
+  of its depth-``d`` segment; the last depth runs to the end of the response. A row that
+  stops early (end of turn, or the ``max_new_tokens`` budget) is a leaf. Where a segment
+  ends is ``fork_at``:
+
+  - ``"tokens"``: every ``segment_len`` tokens (forks after ``segment_len * d`` tokens).
+  - ``"steps"``: at reasoning-step ends: a segment is decoded until a token whose text holds
+    a newline (:func:`~jaxrl_reason.rollout.chat.newline_token_ids`, the step boundary of
+    ``arith_chain`` and the line-based step rules) or an end-of-turn token, with
+    ``segment_len`` as its maximum length (a longer step is cut there, and forks there).
+    Rows of one depth thus fork at different response positions. A row stopped at a
+    newline continues at the next depth; one stopped at end of turn is a leaf.
 
 Leaf budget: ``rollout.n_samples`` is the number of leaves (= training rows) per prompt.
 EPTree uses ``M = min(num_chains, n)`` chains and spends the rest on branches, fork points in
@@ -48,7 +58,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_reason.rollout import session as ses
-from jaxrl_reason.rollout.sampler import _prompt_keys, bucket_length
+from jaxrl_reason.rollout.chat import newline_token_ids
+from jaxrl_reason.rollout.sampler import (
+    SamplingConfig,
+    _model_config,
+    _prompt_keys,
+    bucket_length,
+    stop_and_pad_ids,
+)
 from jaxrl_reason.rollout.strategies import RolloutStrategy, register_strategy
 from jaxrl_reason.rollout.trajectories import Trajectories
 
@@ -68,9 +85,12 @@ class TreeConfig:
       fork_points: EPTree ``N``, fork points per tree per round (TreeRL: 2).
       branches: EPTree ``T``, continuations per fork point (TreeRL: 2).
       rounds: EPTree ``L``, expansion rounds (TreeRL: 1).
-      segment_len: segment mode: tokens per segment before a fork.
+      segment_len: segment mode: tokens per segment before a fork (``fork_at="steps"``: the
+        most tokens of one segment).
       branching: segment mode: children per node at each depth (SPO-tree: (6, 6, 6));
         ``len(branching)`` = depth; the last level runs to ``max_new_tokens``.
+      fork_at: segment mode: ``"tokens"`` (every ``segment_len`` tokens) or ``"steps"`` (at
+        the end of each reasoning step: a newline-holding token; see the module docstring).
     """
 
     mode: str = "eptree"
@@ -80,6 +100,7 @@ class TreeConfig:
     rounds: int = 1
     segment_len: int = 16
     branching: tuple[int, ...] = (2, 2)
+    fork_at: str = "tokens"
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> TreeConfig:
@@ -374,12 +395,36 @@ class TreeStrategy(RolloutStrategy):
                 lib = ses.concat([lib, s])
         return gens
 
+    def _step_stops(self, policy) -> tuple[SamplingConfig, frozenset[int]]:
+        """The sampling config of a step segment (stop at a newline token or end of turn) and
+        the end-of-turn ids (a newline token that is also one stays end of turn)."""
+        cfg = self.settings.sampling
+        eos, _ = stop_and_pad_ids(cfg, _model_config(policy))
+        nl = set(newline_token_ids(self.settings.tokenizer)) - set(eos)
+        if not nl:
+            raise ValueError(
+                "rollout.tree.fork_at='steps': the tokenizer has no newline-holding token to "
+                "end a step; use fork_at='tokens'"
+            )
+        step_cfg = dataclasses.replace(cfg, stop_token_ids=tuple(sorted(nl | set(eos))))
+        return step_cfg, frozenset(eos)
+
     def _segment(self, policy, tb, mb, pk) -> list[_Gen]:
         cfg, tc = self.settings.sampling, self.tree
         n, R, k = int(cfg.n), int(cfg.max_new_tokens), int(tc.segment_len)
-        # Depths whose fork point lies inside the response (d * k < R); deeper ones are dropped.
-        B, D = tb.shape[0], min(len(tc.branching), -(-R // k))
-        s = ses.start(policy, tb, mb, max_len=tb.shape[1] + R)
+        by_steps = tc.fork_at == "steps"
+        B = tb.shape[0]
+        if by_steps:
+            # Forks sit wherever steps end, so every depth may lie inside the response; the
+            # cache holds (D - 1) segments of at most k slots and a last call of R slots.
+            D = len(tc.branching)
+            step_cfg, eos = self._step_stops(policy)
+            max_len = tb.shape[1] + (D - 1) * min(k, R) + R
+        else:
+            # Depths whose fork point lies inside the response (d * k < R); deeper ones drop.
+            D = min(len(tc.branching), -(-R // k))
+            max_len = tb.shape[1] + R
+        s = ses.start(policy, tb, mb, max_len=max_len)
         gens: list[_Gen] = []
         parents: dict[int, list[int]] = {b: [-1] for b in range(B)}  # alive gens (-1 = prompt)
         n_leaves = np.zeros(B, np.int64)
@@ -387,10 +432,15 @@ class TreeStrategy(RolloutStrategy):
         row_of: dict[int, int] = {}
         for d in range(D):
             cap = min(n, int(math.prod(tc.branching[: d + 1])))
-            steps = k if d < D - 1 else R - d * k
+            last = d == D - 1
+            if by_steps:
+                steps = R if last else min(k, R)
+            else:
+                steps = k if not last else R - d * k
             rows = B * cap
             src = np.zeros(rows, np.int64)
             active = np.zeros(rows, bool)
+            limit = np.zeros(rows, np.int32)
             kdata = np.zeros((rows, 2), np.int64)
             placed = []
             for b in range(B):
@@ -413,6 +463,8 @@ class TreeStrategy(RolloutStrategy):
                         r = b * cap + j
                         src[r] = prev_rows[b] if p < 0 else row_of[p]
                         active[r] = True
+                        used = 0 if p < 0 else gens[p].end
+                        limit[r] = min(steps, R - used)
                         kdata[r] = (BRANCH_SALT + d, j)
                         placed.append((r, b, p, j))
                         j += 1
@@ -423,9 +475,21 @@ class TreeStrategy(RolloutStrategy):
             else:
                 rkeys = _fold(_fold(_fold(pkr, kdata[:, 0]), kdata[:, 1]), np.zeros(rows))
             s, toks, lps, lens, fin = ses.generate(
-                policy, s, rkeys, cfg, steps=steps, active=active
+                policy,
+                s,
+                rkeys,
+                step_cfg if by_steps and not last else cfg,
+                steps=steps,
+                active=active,
+                limit=limit,
             )
             toks, lps, lens, fin = (np.asarray(x) for x in (toks, lps, lens, fin))
+            if by_steps and not last:
+                # A newline stop ends a step, not the response: the row goes on (or, at the
+                # budget, is a leaf cut by length); only an end-of-turn stop is FINISH_STOP.
+                ends = toks[np.arange(rows), np.maximum(lens - 1, 0)]
+                nl_stop = (fin == ses.FINISH_STOP) & ~np.isin(ends, list(eos))
+                fin = np.where(nl_stop, ses.FINISH_LENGTH, fin)
             parents = {b: [] for b in range(B)}
             row_of = {}
             for r, b, p, j in placed:
@@ -446,7 +510,7 @@ class TreeStrategy(RolloutStrategy):
                     )
                 )
                 gi = len(gens) - 1
-                if d < D - 1 and int(fin[r]) == ses.FINISH_LENGTH and gens[gi].end < R:
+                if not last and int(fin[r]) == ses.FINISH_LENGTH and gens[gi].end < R:
                     parents[b].append(gi)
                     row_of[gi] = r
                 else:

@@ -16,7 +16,6 @@ session (counted in ``stats["prefills"]``). With the default ``slots`` a beam se
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,26 +23,11 @@ import jax
 import numpy as np
 
 from jaxrl_reason.rollout import session as ses
-from jaxrl_reason.rollout.chat import chat_prompt_ids
+from jaxrl_reason.rollout.chat import chat_prompt_ids, newline_token_ids
 from jaxrl_reason.rollout.sampler import SamplingConfig, left_pad
 from jaxrl_reason.search.core import Child
 
 __all__ = ["SessionExpander", "newline_token_ids"]
-
-
-@functools.lru_cache(maxsize=4)
-def _newline_ids(tokenizer: Any) -> tuple[int, ...]:
-    vocab = tokenizer.get_vocab()
-    return tuple(
-        sorted(int(i) for t, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([t]))
-    )
-
-
-def newline_token_ids(tokenizer: Any) -> tuple[int, ...]:
-    """Every vocabulary id whose text contains ``"\\n"`` (BPE merges newlines into tokens like
-    ``".\\n"`` or ``"\\n\\n"``, so stopping on the lone ``"\\n"`` id would miss most line
-    ends). Cached per tokenizer."""
-    return _newline_ids(tokenizer)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

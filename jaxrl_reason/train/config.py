@@ -913,7 +913,7 @@ def _check_tree_rollout(config, num_devices):
         config,
         "rollout.tree.mode",
         lambda v: v in ("eptree", "segment"),
-        "'eptree' (TreeRL's entropy-guided forks) or 'segment' (fork every segment_len tokens)",
+        "'eptree' (TreeRL's entropy-guided forks) or 'segment' (fork at segment ends)",
     )
     for key in ("num_chains", "fork_points", "branches", "segment_len"):
         _require(config, f"rollout.tree.{key}", lambda v: _is_int(v) and v >= 1, "an int >= 1")
@@ -924,7 +924,19 @@ def _check_tree_rollout(config, num_devices):
         lambda v: len(v) >= 1 and all(_is_int(b) and b >= 1 for b in v),
         "a non-empty tuple of ints >= 1 (children per node at each depth)",
     )
+    _require(
+        config,
+        "rollout.tree.fork_at",
+        lambda v: v in ("tokens", "steps"),
+        "'tokens' (fork every segment_len tokens) or 'steps' (fork where a reasoning step "
+        "ends: a newline token, at most segment_len tokens on)",
+    )
     tree = config.rollout.tree
+    if tree.get("fork_at", "tokens") == "steps" and tree.get("mode") != "segment":
+        raise ConfigError(
+            f"rollout.tree.fork_at='steps' applies to segment trees only, but rollout.tree.mode="
+            f"{tree.get('mode')!r}; set rollout.tree.mode='segment' or fork_at='tokens'"
+        )
     if config.rollout.get("strategy", "group") == "tree" and _has(config, "rollout.n_samples"):
         from jaxrl_reason.rollout.tree import TreeConfig
 

@@ -37,10 +37,24 @@ class _Tok:
     pad_token_id = 0
 
 
-def _strategy(n, stop=(), **tree):
+class _StepTok(_Tok):
+    """A tokenizer over the tiny model's 256 ids whose newline-holding tokens are known:
+    ``id % 6 == 3`` reads ``"x\\n"`` (43 ids, about one draw in six), every other id ``"x"``."""
+
+    def get_vocab(self):
+        return {f"<{i}>": i for i in range(256)}
+
+    def convert_tokens_to_string(self, toks):
+        return "".join("x\n" if int(t[1:-1]) % 6 == 3 else "x" for t in toks)
+
+
+NL = frozenset(i for i in range(256) if i % 6 == 3)
+
+
+def _strategy(n, stop=(), tok=None, **tree):
     cfg = SamplingConfig(max_new_tokens=R, temperature=1.0, n=n, stop_token_ids=stop)
     settings = strategies.RolloutSettings(
-        tokenizer=_Tok(), task=None, sampling=cfg, options={"tree": tree}
+        tokenizer=tok or _Tok(), task=None, sampling=cfg, options={"tree": tree}
     )
     strat = strategies.get_strategy("tree")(settings)
     strat.prompt_batch = lambda examples: left_pad([PROMPTS[i] for i in examples])
@@ -51,6 +65,19 @@ def _strategy(n, stop=(), **tree):
 EPTREE = dict(mode="eptree", num_chains=2, fork_points=2, branches=2, rounds=2)
 N_EPTREE = 2 * (1 + 2 * 2 * 2)  # M (1 + L N T) = 18
 SEGMENT = dict(mode="segment", segment_len=4, branching=(2, 3, 2))
+
+
+# Step forks: EOS is every id % 16 == 1 (16 ids: some rows end early); id 33 is both an EOS
+# and a newline token, and must end the response, not the step.
+STEPS = dict(mode="segment", fork_at="steps", segment_len=4, branching=(2, 3, 2))
+STEP_EOS = tuple(i for i in range(256) if i % 16 == 1)
+
+
+@pytest.fixture(scope="module")
+def segment_steps(model):
+    strat, cfg = _strategy(12, stop=STEP_EOS, tok=_StepTok(), **STEPS)
+    traj = strat.collect(model, [0, 1, 2], jax.random.key(3))
+    return strat, cfg, traj.check()
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +188,86 @@ def test_segment_tree_structure(segment):
             assert g.start == strat.last_generations[g.parent].end
 
 
+def test_newline_token_ids_moved_to_rollout_and_reexported_by_search():
+    from jaxrl_reason import search
+    from jaxrl_reason.rollout.chat import newline_token_ids
+
+    assert search.newline_token_ids is newline_token_ids
+    assert set(newline_token_ids(_StepTok())) == NL and len(NL) == 43
+
+
+def test_segment_steps_forks_at_step_ends(segment_steps):
+    strat, _, traj = segment_steps
+    _check_forest(traj, strat.last_stats)
+    gens, k, eos = strat.last_generations, STEPS["segment_len"], set(STEP_EOS)
+    has_kids = {g.parent for g in gens if g.parent >= 0}
+    cut_at_newline = cut_at_len = early_eos = 0
+    for i, g in enumerate(gens):
+        assert len(g.tokens) >= 1
+        if g.parent >= 0:
+            assert g.start == gens[g.parent].end
+        if i in has_kids:  # an internal node: its segment ends a step or is exactly k long
+            assert g.round < len(STEPS["branching"]) - 1 and g.end < R
+            assert g.tokens[-1] not in eos and g.finish == 1
+            assert g.tokens[-1] in NL or len(g.tokens) == k
+            assert all(t not in NL for t in g.tokens[:-1])  # the step's first newline
+            cut_at_newline += g.tokens[-1] in NL and len(g.tokens) < k
+            cut_at_len += g.tokens[-1] not in NL
+        elif g.finish == 0:  # a leaf at end of turn (a newline-EOS id included)
+            assert g.tokens[-1] in eos and all(t not in eos for t in g.tokens[:-1])
+            early_eos += g.round < len(STEPS["branching"]) - 1
+        else:  # a leaf cut by the budget
+            assert g.finish == 1 and g.end == R
+    # the draws exercise every branch of the rule: short steps, cut steps, early ends
+    assert cut_at_newline > 0 and cut_at_len > 0 and early_eos > 0
+    # forks of one depth sit at different response positions (not the token grid)
+    assert len({g.start for g in gens if g.round == 1}) > 1
+    assert strat.last_stats["tree_depth_max"] == 3
+    lengths, finish = np.asarray(traj.lengths), np.asarray(traj.finish_reason)
+    assert np.all(lengths <= R)
+    for r in np.flatnonzero(lengths > 0):  # a row's finish is its leaf's
+        last = int(np.asarray(traj.tokens)[r, lengths[r] - 1])
+        assert finish[r] == (0 if last in eos else 1)
+        assert finish[r] == 0 or lengths[r] == R
+
+
+def test_segment_steps_branches_equal_sample(model, segment_steps):
+    """Each segment = ``sample`` from its prompt + prefix alone with its key schedule's key,
+    stopping at newline or EOS ids (end of turn only at the last depth)."""
+    strat, cfg, _ = segment_steps
+    gens, k, D = strat.last_generations, STEPS["segment_len"], len(STEPS["branching"])
+    pk = _prompt_keys(jax.random.key(3), len(PROMPTS))
+    step_cfg = dataclasses.replace(cfg, stop_token_ids=tuple(sorted(NL | set(STEP_EOS))))
+    tokens, mask = left_pad(PROMPTS)
+    first = sample(model, tokens, mask, pk, dataclasses.replace(step_cfg, n=2, max_new_tokens=k))
+    checked = {0: 0, 1: 0, 2: 0}
+    for g in gens:
+        if g.round == 0:
+            ref_t = np.asarray(first.tokens)[g.prompt * 2 + g.branch]
+            ref_lp = np.asarray(first.logprobs)[g.prompt * 2 + g.branch]
+            ref_len = int(np.asarray(first.lengths)[g.prompt * 2 + g.branch])
+        elif checked[g.round] < 6:
+            full, _ = tree_mod._full(gens, g.parent)
+            bk = jax.random.fold_in(
+                jax.random.fold_in(pk[g.prompt], tree_mod.BRANCH_SALT + g.round), g.branch
+            )
+            t, m = left_pad([PROMPTS[g.prompt] + full], length=32)
+            c = step_cfg if g.round < D - 1 else cfg
+            out = sample(model, t, m, bk[None], dataclasses.replace(c, n=1, max_new_tokens=R))
+            ref_t, ref_lp = np.asarray(out.tokens)[0], np.asarray(out.logprobs)[0]
+            ref_len = int(np.asarray(out.lengths)[0])
+        else:
+            continue
+        checked[g.round] += 1
+        ln = len(g.tokens)
+        np.testing.assert_array_equal(g.tokens, ref_t[:ln])
+        np.testing.assert_allclose(g.logprobs, ref_lp[:ln], atol=1e-4)
+        # the sampler stops at the same token unless the segment hit its length cap
+        cap = min(k if g.round < D - 1 else R, R - g.start)
+        assert ref_len == ln or (ln == cap and ref_len > ln)
+    assert min(checked.values()) > 0
+
+
 @pytest.mark.parametrize("name", ["treerl", "spo_tree", "sibling_grpo", "tree_grpo"])
 def test_estimators_on_a_sampled_tree_equal_the_pure_functions(eptree, name):
     from jaxrl_reason.train import phases
@@ -233,3 +340,11 @@ def test_tree_config_validation():
     c.rollout.n_samples = 6
     c.train.mini_batch_size = 48
     validate(c)
+    c.rollout.tree.fork_at = "lines"
+    with pytest.raises(ConfigError, match="rollout.tree.fork_at='lines': must be 'tokens'"):
+        validate(c)
+    c.rollout.tree.fork_at = "steps"
+    validate(c)
+    c.rollout.tree.mode = "eptree"
+    with pytest.raises(ConfigError, match="fork_at='steps' applies to segment trees only"):
+        validate(c)
