@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.env.corpus_path = ""  # a JSONL corpus; "" = the multihop task's own world
     c.rollout.env.cache_dir = ""  # corpus + BM25 index cache ("" = the system temp dir)
     c.rollout.env.invalid_action = "retry"  # "retry" (error observation) | "finish"
+    # Tree search over agent steps (Tree-GRPO / TreePS-RAG): >= 0 forks every episode after
+    # that turn into `branches` children (n_samples / branches roots per prompt); -1: off.
+    c.rollout.env.branch_turn = -1
+    c.rollout.env.branches = 2
     # rollout.strategy = "tree" (jaxrl_reason.rollout.tree); rollout.n_samples is the leaf
     # budget per prompt. "eptree": TreeRL's entropy-guided forks, M chains, then `rounds`
     # rounds of `fork_points` forks per tree into `branches` continuations each (TreeRL's

@@ -53,6 +53,7 @@ history (``tests/rollout/test_multiturn.py`` checks this against re-prefilled sa
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -98,6 +99,12 @@ class EnvOptions:
       invalid_action: ``"retry"`` (an error observation) or ``"finish"``.
       answer_probs: compute ``Trajectories.answer_probs`` (IGPO); the trainer sets it when
         the estimator reads the field.
+      branch_turn: ``>= 0``: tree search over agent steps (Tree-GRPO, arXiv 2509.21240;
+        TreePS-RAG): ``n / branches`` root episodes per prompt run turns ``0..branch_turn``
+        (action and observation), then each forks its KV cache into ``branches`` episodes
+        that continue with their own keys; ``Trajectories.tree_id`` names each row's root.
+        ``-1``: independent episodes.
+      branches: children per root at ``branch_turn`` (``>= 2`` when branching).
     """
 
     name: str = "search"
@@ -110,6 +117,8 @@ class EnvOptions:
     cache_dir: str = ""
     invalid_action: str = "retry"
     answer_probs: bool = False
+    branch_turn: int = -1
+    branches: int = 1
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any] | None) -> EnvOptions:
@@ -277,7 +286,8 @@ class EnvStrategy(RolloutStrategy):
     """
 
     name = "env"
-    supplies = frozenset({"anchor_ids", "turn_mask", "answer_probs"})
+    # tree_id only with rollout.env.branch_turn >= 0 (config validation checks it).
+    supplies = frozenset({"anchor_ids", "turn_mask", "answer_probs", "tree_id"})
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -332,7 +342,14 @@ class EnvStrategy(RolloutStrategy):
         s, o, env, tok = self.settings, self.opts, self.env, self.settings.tokenizer
         n, budget, num_steps = int(s.sampling.n), int(s.sampling.max_new_tokens), int(s.max_steps)
         b0 = len(examples)
-        b = b0 * n
+        branching = int(o.branch_turn) >= 0 and int(o.branches) > 1
+        fan = int(o.branches) if branching else 1
+        if n % fan:
+            raise ValueError(
+                f"rollout.n_samples={n} must be a multiple of rollout.env.branches={fan}"
+            )
+        m_roots = n // fan  # episodes per prompt before the branch turn
+        b = b0 * m_roots
         pad = self._pad_id()
         ids = self._prompt_ids(examples)
         width = bucket_length(max(len(x) for x in ids), s.sampling.prompt_bucket)
@@ -342,10 +359,11 @@ class EnvStrategy(RolloutStrategy):
         max_turns = int(env.max_turns)
         max_len = width + max_turns * steps + max(0, max_turns - 1) * obs_cap
         sess = session_lib.start(policy, ptok, pmask, max_len=max_len)
-        rows = np.repeat(np.arange(b0), n)
-        if n > 1:
+        rows = np.repeat(np.arange(b0), m_roots)
+        if m_roots > 1:
             sess = session_lib.fork(sess, rows)
-        rkeys = self.row_keys(key, b0, n)
+        rkeys = self.row_keys(key, b0, m_roots)
+        tree = np.arange(b)  # the root episode of each row
         states = env.reset([examples[i] for i in rows])
         eps = [_Episode() for _ in range(b)]
         tool_errors = np.zeros(b)
@@ -403,9 +421,24 @@ class EnvStrategy(RolloutStrategy):
                 for i, x in enumerate(obs_ids):
                     otok[i, : len(x)], omask[i, : len(x)] = x, True
                 sess = session_lib.extend(policy, sess, otok, omask)
-        return self._assemble(
+            if branching and turn == int(o.branch_turn):
+                # Tree-GRPO's expansion at a turn boundary: every root's cache rows, episode
+                # state and transcript are copied to its children, which then draw their own
+                # actions (branch j of a row folds j into the row's key).
+                idx = np.repeat(np.arange(b), fan)
+                sess = session_lib.fork(sess, idx)
+                states = [copy.deepcopy(states[i]) for i in idx]
+                eps = [copy.deepcopy(eps[i]) for i in idx]
+                tool_errors, rows, tree = tool_errors[idx], rows[idx], tree[idx]
+                j = jnp.tile(jnp.arange(fan, dtype=jnp.uint32), b)
+                rkeys = jax.vmap(jax.random.fold_in)(rkeys[idx], j)
+                b = b * fan
+        traj = self._assemble(
             ptok, pmask, rows, states, eps, tool_errors, budget, num_steps, policy
         )
+        if not branching:
+            return traj
+        return traj.replace(tree_id=tree.astype(np.int32))
 
     def _assemble(self, ptok, pmask, rows, states, eps, tool_errors, budget, num_steps, policy):
         tok = self.settings.tokenizer

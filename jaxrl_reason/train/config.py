@@ -895,6 +895,25 @@ def _check_env_rollout(config, num_devices):
             raise ConfigError(
                 f"rollout.env.tools={tools!r}: a non-empty selection of 'calculator', 'python'"
             )
+    branch_turn, fan = int(env.get("branch_turn", -1)), int(env.get("branches", 1))
+    n = int(config.rollout.get("n_samples", 1))
+    if branch_turn >= 0:
+        if not 0 <= branch_turn < env.max_turns - 1:
+            raise ConfigError(
+                f"rollout.env.branch_turn={branch_turn}: episodes branch after a turn that "
+                f"another one follows; use 0..{env.max_turns - 2} (or -1 for no branching)"
+            )
+        if fan < 2 or n % fan:
+            raise ConfigError(
+                f"rollout.env.branches={fan} with rollout.n_samples={n}: branching needs >= 2 "
+                "children per root and n_samples a multiple of branches (n_samples / branches "
+                "roots per prompt)"
+            )
+    elif _has(config, "algo.estimator") and config.algo.estimator == "tree_grpo":
+        raise ConfigError(
+            "algo.estimator='tree_grpo' with rollout.strategy='env' needs episode trees: set "
+            "--config.rollout.env.branch_turn=0 (or later) and --config.rollout.env.branches=2"
+        )
     task = config.task.get("name", "") if "task" in config else ""
     if env.name == "search" and task != "multihop" and not env.get("corpus_path", ""):
         raise ConfigError(

@@ -85,7 +85,7 @@ def model_tok():
     return build_model(ml_collections.ConfigDict({"name": "tiny_debug"}))
 
 
-def _strategy(tok, *, n=2, answer_probs=False, budget=BUDGET):
+def _strategy(tok, *, n=2, answer_probs=False, budget=BUDGET, env_opts=None):
     env = ScriptedEnv(_Task(), max_turns=3)
     cfg = SamplingConfig(
         max_new_tokens=budget, temperature=1.0, n=n, stop_token_ids=(), prompt_bucket=16
@@ -97,7 +97,7 @@ def _strategy(tok, *, n=2, answer_probs=False, budget=BUDGET):
         max_steps=4,
         options={
             "env_object": env,
-            "env": {"max_turn_tokens": STEPS, "max_obs_tokens": 16},
+            "env": {"max_turn_tokens": STEPS, "max_obs_tokens": 16, **(env_opts or {})},
             "answer_probs": answer_probs,
         },
     )
@@ -306,3 +306,45 @@ def test_gigpo_groups_identical_states(model_tok):
     np.testing.assert_allclose(adv[:, 1], a_e + a_e, atol=1e-6)
     np.testing.assert_allclose(adv[:, 2], a_e + a_e, atol=1e-6)
     assert np.all(adv[:, 3] == 0.0)
+
+
+def test_episode_trees_branch_at_a_turn_boundary(model_tok):
+    """Tree-GRPO over agent steps: 2 roots per question run turn 0 (action + observation),
+    then each forks into 2 children. Children copy their root's episode up to the fork and
+    then draw their own actions; tree_id names the root; the tree estimator runs on it."""
+    from jaxrl_reason import credit
+
+    model, tok = model_tok
+    st = _strategy(tok, n=4, env_opts={"branch_turn": 0, "branches": 2})
+    examples = list(st.settings.task[:2])
+    traj = st.collect(model, examples, jax.random.key(3)).check()
+    assert traj.batch_size == 8
+    np.testing.assert_array_equal(traj.group_id, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(traj.tree_id, [0, 0, 1, 1, 2, 2, 3, 3])
+    obs0 = tok.encode(OBS[0], add_special_tokens=False)
+    fork = STEPS + len(obs0)  # a_0 (6 tokens) + o_0: the shared prefix of siblings
+    for r in range(0, 8, 2):
+        a, b = traj.tokens[r], traj.tokens[r + 1]
+        np.testing.assert_array_equal(a[:fork], b[:fork])
+        np.testing.assert_array_equal(traj.old_logprobs[r, :fork], traj.old_logprobs[r + 1, :fork])
+    # after the fork the siblings sample with different keys
+    assert any(
+        not np.array_equal(
+            traj.tokens[r, fork : fork + STEPS], traj.tokens[r + 1, fork : fork + STEPS]
+        )
+        for r in range(0, 8, 2)
+    )
+    # different roots differ already in their first action
+    assert not np.array_equal(traj.tokens[0, :STEPS], traj.tokens[2, :STEPS])
+    reward = np.where(np.arange(8) < 4, 1.0, 0.0).astype(np.float32)
+    reward[1] = 0.0  # one child of tree 0 fails: its tree gets a non-zero tree advantage
+    tr = np.zeros(traj.loss_mask.shape, np.float32)
+    tr[np.arange(8), traj.lengths - 1] = reward
+    adv, _ = credit.get("tree_grpo")(
+        jnp.asarray(tr),
+        jnp.asarray(traj.loss_mask),
+        jnp.asarray(traj.group_id),
+        tree_ids=jnp.asarray(traj.tree_id),
+    )
+    adv = np.asarray(adv)
+    assert adv[0][traj.loss_mask[0] > 0].mean() > 0 > adv[1][traj.loss_mask[1] > 0].mean()

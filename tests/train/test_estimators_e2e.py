@@ -256,3 +256,24 @@ def test_multiturn_runs_are_evaluated_on_held_out_episodes(tmp_path):
     assert 0.0 <= m["eval/accuracy"] <= 1.0
     # The random model never answers, so no held-out episode can be right.
     assert m["eval/answered"] == 0.0 and m["eval/accuracy"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--config.rollout.env.branch_turn=3"], "rollout.env.branch_turn=3: episodes branch"),
+        (
+            ["--config.rollout.env.branch_turn=0", "--config.rollout.env.branches=3"],
+            "rollout.env.branches=3 with rollout.n_samples=8",
+        ),
+        (
+            ["--config.rollout.env.branch_turn=-1"],
+            "algo.estimator='tree_grpo' with rollout.strategy='env' needs episode trees",
+        ),
+    ],
+)
+def test_episode_tree_settings_are_validated(overrides, message):
+    path = os.path.join(CONFIGS, "smollm2_search_tree_grpo.py")
+    load_config(path)  # the shipped config is valid
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)
