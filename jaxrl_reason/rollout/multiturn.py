@@ -499,6 +499,7 @@ class EnvStrategy(RolloutStrategy):
         self.last_answers = [st.answer or "" for st in states]
         self.last_transcripts = [self._transcript(ep) for ep in eps]
         obs_tokens = [sum(e - s for s, e in ep.obs_spans) for ep in eps]
+        policy_tokens = float(sum(int(np.sum(ep.policy)) for ep in eps))
         self.last_stats = {
             "env/turns_mean": float(np.mean(turn_mask.sum(-1))),
             "env/tool_calls": float(np.mean([st.tool_calls for st in states])),
@@ -509,8 +510,8 @@ class EnvStrategy(RolloutStrategy):
             # Budget numbers shared with the other strategies (rollout/*): the policy's own
             # tokens (observations are prefilled, not decoded), and the host time in the env.
             "leaves": float(b),
-            "decoded_tokens": float(sum(int(np.sum(ep.policy)) for ep in eps)),
-            "leaf_tokens": float(sum(int(np.sum(ep.policy)) for ep in eps)),
+            "decoded_tokens": policy_tokens,
+            "leaf_tokens": policy_tokens,
             "env_time_s": float(getattr(self, "_tool_s", 0.0)),
         }
         return traj
