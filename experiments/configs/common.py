@@ -166,6 +166,9 @@ def base_config() -> ml_collections.ConfigDict:
     # > 0: stop once the sampler has generated this many tokens in all (shared tree prefixes
     # counted once; rollout/decoded_tokens_total), for comparisons at equal generation budget.
     c.train.token_budget = 0
+    # > 0: stop once the training steps have taken this many seconds (the sum of time/step_s;
+    # evaluation excluded; resumable), for comparisons at equal wall-clock.
+    c.train.time_budget_s = 0.0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 2e-5

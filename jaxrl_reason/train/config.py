@@ -590,6 +590,12 @@ def _check_train_and_checkpoints(config, num_devices):
         lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
         "a number >= 0 (0: no budget; else stop after this many generated tokens)",
     )
+    _require(
+        config,
+        "train.time_budget_s",
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v >= 0,
+        "a number >= 0 (0: no budget; else stop after this many seconds of training steps)",
+    )
 
 
 @register_validator

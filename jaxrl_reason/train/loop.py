@@ -156,6 +156,9 @@ class Trainer:
         # Tokens the sampler has generated since step 0 (``train.token_budget`` stops on it;
         # saved with each checkpoint so that a resumed run stops where the straight one does).
         self.decoded_total = 0.0
+        # Training wall-clock since step 0 (the sum of ``time/step_s``, evaluation excluded;
+        # ``train.time_budget_s`` stops on it, and it is checkpointed like decoded_total).
+        self.train_wall_total = 0.0
         self.stopped_by_signal: str | None = None
         self._eval_strategy = None  # the episode evaluator (env strategy), built on first use
         self.ckpt = Checkpointer(
@@ -196,6 +199,7 @@ class Trainer:
                 self.step = int(restored.step)
                 self.data.restore(restored.metadata["data"])
                 self.decoded_total = float(restored.metadata.get("decoded_tokens_total", 0.0))
+                self.train_wall_total = float(restored.metadata.get("train_wall_total_s", 0.0))
                 if "answer_history" in restored.metadata:
                     from jaxrl_reason.rewards.exploration import AnswerHistory
 
@@ -752,6 +756,7 @@ class Trainer:
             "data": self.data.state(),
             "step": self.step,
             "decoded_tokens_total": self.decoded_total,
+            "train_wall_total_s": self.train_wall_total,
         }
         history = self.scorer.state.get("answer_history")
         if history is not None:
@@ -769,8 +774,10 @@ class Trainer:
 
     def run(self, writer=None) -> list[dict[str, float]]:
         """Trains until ``total_steps`` (or, with ``train.token_budget > 0``, until the
-        sampler has generated that many tokens in all, whichever comes first: the last step is
-        evaluated, saved and exported like step ``total_steps``); returns the metrics rows.
+        sampler has generated that many tokens in all, or, with ``train.time_budget_s > 0``,
+        until the training steps have taken that many seconds of wall-clock, evaluation
+        excluded; whichever comes first: the last step is evaluated, saved and exported like
+        step ``total_steps``); returns the metrics rows.
 
         A SIGTERM or SIGINT (:class:`jaxrl_reason.train.preemption.StopSignal`) finishes the
         current step, saves a checkpoint, flushes the metrics and returns; a second signal
@@ -790,7 +797,12 @@ class Trainer:
         bar = progress_bar(cfg.total_steps, initial=self.step)
         max_bad = int(cfg.train.get("max_nonfinite_updates", 3))
         budget = float(cfg.train.get("token_budget", 0))
-        finished = self.step >= cfg.total_steps or (0 < budget <= self.decoded_total)
+        time_budget = float(cfg.train.get("time_budget_s", 0))
+
+        def out_of_budget() -> bool:
+            return (0 < budget <= self.decoded_total) or (0 < time_budget <= self.train_wall_total)
+
+        finished = self.step >= cfg.total_steps or out_of_budget()
         bad_run = 0
         self.stopped_by_signal = None
         try:
@@ -802,7 +814,9 @@ class Trainer:
                 while self.step < cfg.total_steps and not finished:
                     m = self.train_step()
                     s = self.step
-                    finished = s == cfg.total_steps or (0 < budget <= self.decoded_total)
+                    self.train_wall_total += float(m.get("time/step_s", 0.0))
+                    m["time/train_wall_total_s"] = self.train_wall_total
+                    finished = s == cfg.total_steps or out_of_budget()
                     bad_run = bad_run + 1 if m.get("update/nonfinite", 0.0) > 0 else 0
                     if cfg.eval_every and (s % cfg.eval_every == 0 or finished):
                         m.update(self.evaluate(s))

@@ -50,3 +50,24 @@ def test_budget_stops_at_the_first_step_past_it_and_resume_keeps_the_count(tmp_p
 def test_negative_budget_is_refused_before_anything_loads():
     with pytest.raises(ConfigError, match=r"train.token_budget=-5: must be a number >= 0"):
         load_config(CONFIG, ["--config.train.token_budget=-5"])
+
+
+def test_time_budget_stops_on_training_wall_clock_and_resume_keeps_it(tmp_path):
+    # A budget below any step's time ends the run after its first step; the running total is
+    # the sum of time/step_s (evaluation excluded) and travels in the checkpoint metadata.
+    rows = _run(tmp_path / "t", "--config.total_steps=10", "--config.train.time_budget_s=1e-6")
+    assert [r["step"] for r in rows] == [1]
+    assert rows[0]["time/train_wall_total_s"] == pytest.approx(rows[0]["time/step_s"])
+    steps = sorted(int(d) for d in os.listdir(tmp_path / "t" / "checkpoints") if d.isdigit())
+    assert steps == [1]
+    # Resumed with the same budget, the restored total is already past it: no more steps.
+    again = _run(
+        tmp_path / "t", "--config.total_steps=10", "--config.train.time_budget_s=1e-6", resume=True
+    )
+    assert again == []
+    assert [r["step"] for r in _rows(tmp_path / "t")] == [1]
+
+
+def test_negative_time_budget_is_refused():
+    with pytest.raises(ConfigError, match=r"train.time_budget_s=-1.0: must be a number >= 0"):
+        load_config(CONFIG, ["--config.train.time_budget_s=-1"])
