@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         f"label mean {out['label_rate']:.2f}); loss {out['losses'][0]:.4f} -> "
         f"{out['losses'][-1]:.4f}; held-out first-error F1 {b['f1']:.3f} -> {a['f1']:.3f} "
         f"(acc_err {a['acc_err']:.3f}, acc_cor {a['acc_cor']:.3f}, step acc "
-        f"{a['step_acc']:.3f}, {int(a['num_samples'])} samples)"
+        f"{a['step_acc']:.3f}, {int(a['num_samples'])} samples; {out['time_s']:.0f} s)"
     )
     return 0
 

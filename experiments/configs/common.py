@@ -226,6 +226,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.prm.learning_rate = 1e-3
     c.prm.last_k = 0
     c.prm.threshold = 0.5
+    # Class-balanced BCE (weights 1/(2r), 1/(2(1-r)) for label rate r): without it a PRM on a
+    # mostly-wrong policy's labels learns to call every step wrong.
+    c.prm.balance = False
 
     # PROF (Ye et al. 2025, arXiv 2509.03403): per prompt group drop n_remove responses whose
     # mean step score disagrees most with their outcome (balancing correct / wrong ones);

@@ -997,6 +997,7 @@ def _check_prm_judge_prof(config, num_devices):
             _require(config, f"prm.{key}", lambda v: _is_int(v) and v >= 0, "an int >= 0")
         _require(config, "prm.learning_rate", lambda v: _is_number(v) and v > 0, "a number > 0")
         _require(config, "prm.threshold", lambda v: _is_number(v) and 0 < v < 1, "in (0, 1)")
+        _require(config, "prm.balance", lambda v: isinstance(v, bool), "a bool")
     if uses("prm"):
         path = config.get("prm", {}).get("path", "")
         if not path:

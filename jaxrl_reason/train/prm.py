@@ -39,7 +39,7 @@ from jaxrl_reason.eval.process import (
     oracle_response_labels,
     sample_step_batch,
 )
-from jaxrl_reason.losses.prm import prm_bce_loss
+from jaxrl_reason.losses.prm import balanced_weights, prm_bce_loss
 from jaxrl_reason.models.prm import PRMHead, jit_step_scores, save_prm, step_logits
 
 __all__ = ["LABEL_SOURCES", "label_steps", "run_train_prm"]
@@ -94,8 +94,18 @@ def label_steps(
     return (mc.hard if source == "mc_hard" else mc.soft), mc.valid
 
 
-def _make_train_step(graphdef, head_def, tx, *, num_steps: int, frozen_layers: int, train_dec):
-    """A jitted Adam step on ``prm_bce_loss`` over ``{"head"[, "decoder"]}``."""
+def _make_train_step(
+    graphdef,
+    head_def,
+    tx,
+    *,
+    num_steps: int,
+    frozen_layers: int,
+    train_dec,
+    class_weights: tuple[float, float] = (1.0, 1.0),
+):
+    """A jitted Adam step on ``prm_bce_loss`` (with ``(pos, neg)`` class weights) over
+    ``{"head"[, "decoder"]}``."""
 
     def loss_fn(trainable, frozen, batch):
         dec = trainable["decoder"] if train_dec else frozen
@@ -111,7 +121,9 @@ def _make_train_step(graphdef, head_def, tx, *, num_steps: int, frozen_layers: i
             num_steps=num_steps,
             frozen_layers=frozen_layers,
         )
-        return prm_bce_loss(z, batch["labels"], batch["valid"] & valid)
+        return prm_bce_loss(
+            z, batch["labels"], batch["valid"] & valid, class_weights[0], class_weights[1]
+        )
 
     @jax.jit
     def step(trainable, frozen, opt_state, batch):
@@ -189,6 +201,8 @@ def run_train_prm(config: Any, workdir: str) -> dict[str, Any]:
         trainable["decoder"] = dec_params
     tx = optax.adam(float(p.learning_rate))
     opt_state = tx.init(trainable)
+    label_rate = float(labels[valid].mean()) if valid.any() else 0.5
+    class_weights = balanced_weights(label_rate) if bool(p.get("balance", False)) else (1.0, 1.0)
     step_fn = _make_train_step(
         graphdef,
         head_def,
@@ -196,6 +210,7 @@ def run_train_prm(config: Any, workdir: str) -> dict[str, Any]:
         num_steps=num_steps,
         frozen_layers=num_layers - last_k,
         train_dec=last_k > 0,
+        class_weights=class_weights,
     )
 
     def score_fn_of(model, hd):
@@ -264,6 +279,7 @@ def run_train_prm(config: Any, workdir: str) -> dict[str, Any]:
         "eval_after": eval_after,
         "num_train": n,
         "label_rate": float(labels[valid].mean()) if valid.any() else 0.0,
+        "class_weights": list(class_weights),
         "time_s": time.perf_counter() - t_start,
     }
     with open(os.path.join(workdir, "prm_eval.json"), "w") as f:

@@ -311,3 +311,29 @@ def test_prm_bce_loss_math_shepherd_example():
     np.testing.assert_allclose(float(hard), 0.279777, atol=1e-5)
     np.testing.assert_allclose(float(soft), 0.564245, atol=1e-5)
     assert float(prm_bce_loss(z, z * 0, mask * False)) == 0.0
+
+
+def test_prm_bce_loss_class_weights_by_hand():
+    import math
+
+    import jax.numpy as jnp
+
+    from jaxrl_reason.losses.prm import balanced_weights, prm_bce_loss
+
+    assert balanced_weights(0.1) == pytest.approx((5.0, 0.5 / 0.9))
+    assert balanced_weights(0.0) == pytest.approx((500.0, 0.5 / 0.999))
+    p = [0.9, 0.6, 0.2]
+    z = jnp.log(jnp.asarray([p]) / (1 - jnp.asarray([p])))
+    y = jnp.asarray([[1.0, 0.0, 0.0]])
+    mask = jnp.ones((1, 3), bool)
+    # (5 * -log 0.9 + 0.5 * (-log 0.4) + 0.5 * (-log 0.8)) / 3
+    want = (5 * -math.log(0.9) + 0.5 * -math.log(0.4) + 0.5 * -math.log(0.8)) / 3
+    got = prm_bce_loss(z, y, mask, pos_weight=5.0, neg_weight=0.5)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # Soft label 0.25 splits its weight: 0.25 * 5 * -log p + 0.75 * 0.5 * -log(1 - p).
+    ys = jnp.asarray([[0.25, 0.0, 0.0]])
+    want_s = (
+        1.25 * -math.log(0.9) + 0.375 * -math.log(0.1) + 0.5 * -math.log(0.4) + 0.5 * -math.log(0.8)
+    ) / 3
+    got_s = prm_bce_loss(z, ys, mask, pos_weight=5.0, neg_weight=0.5)
+    assert float(got_s) == pytest.approx(want_s, rel=1e-5)

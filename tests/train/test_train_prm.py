@@ -23,6 +23,7 @@ TINY = [
     "--config.prm.train_steps=8",
     "--config.prm.batch_size=4",
     "--config.prm.learning_rate=0.05",
+    "--config.prm.balance=False",
 ]
 
 
@@ -57,3 +58,18 @@ def test_train_prm_loss_falls_and_checkpoint_reloads(tmp_path, last_k):
     assert set(ev["eval_after"]) >= {"f1", "acc_err", "acc_cor", "step_acc"}
     lines = open(os.path.join(tmp_path, "prm_metrics.jsonl")).read().splitlines()
     assert json.loads(lines[-1]) == {"step": 8, "prm/loss": losses[-1]}
+
+
+def test_balanced_prm_weights_its_classes_by_the_label_rate(tmp_path):
+    from jaxrl_reason.losses.prm import balanced_weights
+    from jaxrl_reason.train.prm import run_train_prm
+
+    cfg = load_config(CONFIG, [*TINY, "--config.prm.balance=True"])
+    out = run_train_prm(cfg, str(tmp_path))
+    r = out["label_rate"]  # the tiny model gets every step wrong: r = 0, clipped to 1e-3
+    assert out["class_weights"] == pytest.approx(list(balanced_weights(r)))
+    # Both classes carry half the weight: w+ r' = w- (1 - r') = 1/2 at the clipped rate r'.
+    rc = min(max(r, 1e-3), 1 - 1e-3)
+    assert out["class_weights"][0] * rc == pytest.approx(0.5)
+    assert out["class_weights"][1] * (1 - rc) == pytest.approx(0.5)
+    assert out["losses"][-1] < out["losses"][0]
