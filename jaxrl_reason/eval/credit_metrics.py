@@ -19,6 +19,9 @@ Definitions (one row ``b``):
   earliest such step is the prediction. An outcome estimator (one advantage per response)
   ties every step, so it always predicts step 0: its hit rate is the "blame the first step"
   baseline that a process estimator has to beat. ``tied`` counts rows whose minimum is shared.
+* ``credit/first_error_first_step``: that baseline on the same batch, whatever the estimator
+  (the fraction of eligible rows whose first error is their earliest trained step), so that a
+  process estimator's hit rate can be read against it step by step.
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ def first_error_hit(
 
     Returns:
       ``{"credit/first_error_hit": hits / eligible (0 when none), "credit/first_error_n":
-      eligible, "credit/first_error_tied": tied minima / eligible}`` (host floats).
+      eligible, "credit/first_error_tied": tied minima / eligible,
+      "credit/first_error_first_step": the blame-the-first-step baseline / eligible}`` (host
+      floats).
     """
     means, has = step_mean_advantages(advantages, mask, segment_id, num_steps)
     seg = np.asarray(segment_id)
     first = np.asarray(first_error)
-    eligible = hits = tied = 0
+    eligible = hits = tied = first_step = 0
     for b in range(means.shape[0]):
         if float(np.asarray(correct)[b]) != 0.0 or int(first[b]) < 0:
             continue
@@ -92,6 +97,7 @@ def first_error_hit(
         eligible += 1
         if not has[b].any():
             continue
+        first_step += int(np.flatnonzero(has[b])[0] == target)
         lo = means[b][has[b]].min()
         at_min = has[b] & (means[b] <= lo + atol + rtol * abs(lo))
         tied += int(at_min.sum() > 1)
@@ -100,4 +106,5 @@ def first_error_hit(
         "credit/first_error_hit": hits / eligible if eligible else 0.0,
         "credit/first_error_n": float(eligible),
         "credit/first_error_tied": tied / eligible if eligible else 0.0,
+        "credit/first_error_first_step": first_step / eligible if eligible else 0.0,
     }

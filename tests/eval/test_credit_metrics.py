@@ -43,6 +43,10 @@ def test_first_error_hit_hand_made_batch():
     assert m["credit/first_error_n"] == 4.0
     assert m["credit/first_error_hit"] == 0.5
     assert m["credit/first_error_tied"] == 0.25  # row 2
+    # blame-the-first-step baseline: no eligible row's first error is its step 0
+    assert m["credit/first_error_first_step"] == 0.0
+    m0 = first_error_hit(adv, mask, seg, correct, np.array([0, 0, 1, 0, 3, 6]), num_steps=S)
+    assert m0["credit/first_error_first_step"] == 0.5  # rows 0 and 1 of 0, 1, 2, 5
     means, has = step_mean_advantages(adv, mask, seg, S)
     np.testing.assert_allclose(means[5], [0.2, 0.1, 0.0, -0.225])
     np.testing.assert_allclose(means[0, :3], [0.0, -1.0, -0.5])
@@ -61,4 +65,5 @@ def test_ties_go_to_the_earliest_step_and_no_eligible_row_gives_zero():
         "credit/first_error_hit": 0.0,
         "credit/first_error_n": 0.0,
         "credit/first_error_tied": 0.0,
+        "credit/first_error_first_step": 0.0,
     }
