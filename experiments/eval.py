@@ -70,8 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--scorer",
         default="oracle",
-        choices=("oracle", "outcome"),
-        help="oracle: arith_chain's step oracle; outcome: the task's verifier",
+        choices=("oracle", "outcome", "prm"),
+        help="oracle: arith_chain's step oracle; outcome: the task's verifier; prm: the trained "
+        "PRM given by --prm (min over step scores)",
     )
     g.add_argument(
         "--plot", action="store_true", help="also write search_plot.png (accuracy vs tokens)"
@@ -85,8 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-#: ``--search`` modes: greedy decoding, one sample, best-of-N, step beam search, MCTS*.
-SEARCH_MODES = ("greedy", "sample", "bon", "beam", "mcts")
+#: ``--search`` modes: greedy decoding, one sample, majority vote of ``--n`` samples (maj@n,
+#: self-consistency), best-of-N, step beam search, MCTS*.
+SEARCH_MODES = ("greedy", "sample", "maj", "bon", "beam", "mcts")
 
 
 def parse_search(spec: str | None) -> list[str]:
@@ -117,6 +119,15 @@ def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[
 
     if args.scorer == "oracle":
         score_fn = search.arith_chain_oracle_scorer()
+    elif args.scorer == "prm":
+        from jaxrl_reason.models.prm import load_prm
+
+        score_fn = search.prm_scorer(
+            load_prm(args.prm),
+            tokenizer,
+            task,
+            max_steps=int(config.rollout.get("max_steps", 8)),
+        )
     else:
         score_fn = search.outcome_scorer(task)
     stops = stop_token_ids(tokenizer, model)
@@ -140,6 +151,10 @@ def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[
         key = jax.random.fold_in(jax.random.key(config.seed), i)
         if mode in ("greedy", "sample"):
             res = search.best_of_n(exp, score_fn, examples, key, n=1)
+        elif mode == "maj":
+            res = search.best_of_n(
+                exp, score_fn, examples, key, n=args.n, vote="majority", answer_fn=answer_key
+            )
         elif mode == "bon":
             res = search.best_of_n(exp, score_fn, examples, key, n=args.n)
         elif mode == "beam":
@@ -169,6 +184,23 @@ def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[
             "score_mean": float(np.mean(res.scores)),
         }
     return out
+
+
+def answer_key(text: str):
+    """The canonical final answer of a response for majority voting: the extracted answer
+    (``#### x``, ``\\boxed{x}``, ...) as an exact fraction where it parses, else its stripped
+    text; None without one (never wins a vote)."""
+    from fractions import Fraction
+
+    from jaxrl_reason.rewards.extract import extract_answer
+
+    ans, _ = extract_answer(text)
+    if ans is None:
+        return None
+    try:
+        return Fraction(ans.replace(",", "").strip())
+    except (ValueError, ZeroDivisionError):
+        return ans.strip()
 
 
 def plot_search(results: dict[str, dict], path: str) -> None:
@@ -367,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--scorer oracle is arith_chain's step oracle; task.name={config.task.name!r}: "
                 "pass --scorer outcome"
             )
+        if modes and args.scorer == "prm" and args.prm is None:
+            raise ConfigError("--scorer prm needs --prm <train_prm workdir>/prm")
         if args.prm is not None and not os.path.isfile(os.path.join(args.prm, "prm.json")):
             raise ConfigError(
                 f"--prm {args.prm}: not a PRM checkpoint (no prm.json); python -m "

@@ -15,7 +15,7 @@ from jaxrl_reason.search.core import (
     weighted_vote,
 )
 from jaxrl_reason.search.expander import SessionExpander, newline_token_ids
-from jaxrl_reason.search.scorers import arith_chain_oracle_scorer, outcome_scorer
+from jaxrl_reason.search.scorers import arith_chain_oracle_scorer, outcome_scorer, prm_scorer
 
 __all__ = [
     "Child",
@@ -30,6 +30,7 @@ __all__ = [
     "mcts",
     "newline_token_ids",
     "outcome_scorer",
+    "prm_scorer",
     "uct_scores",
     "weighted_vote",
 ]

@@ -269,3 +269,19 @@ def test_eval_prm_flag_rejects_a_missing_checkpoint_before_loading(tmp_path, cap
     )
     assert rc == 2
     assert "--prm" in capsys.readouterr().err and not os.listdir(tmp_path)
+
+
+def test_answer_key_canonicalises_final_answers_for_majority_vote():
+    from fractions import Fraction
+
+    from experiments.eval import answer_key
+
+    assert answer_key("1 + 2 = 3\n#### 3") == answer_key("#### 3.0") == Fraction(3)
+    assert answer_key("#### -1/2") == Fraction(-1, 2)
+    assert answer_key("no answer here") is None
+
+
+def test_search_with_the_prm_scorer_needs_a_prm(tmp_path, capsys):
+    base = ["--config", CONFIG, "--workdir", str(tmp_path), "--config.task.name=arith_chain"]
+    assert eval_cli.main([*base, "--search", "bon", "--scorer", "prm"]) == 2
+    assert "--scorer prm needs --prm" in capsys.readouterr().err
