@@ -25,7 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "smollm2-135m-instruct"
-    c.model.dtype = "float32"
+    # Compute dtype: "auto" = bfloat16 on GPU / TPU, float32 on CPU (models.build
+    # .resolve_compute_dtype); the master weights and Adam state stay param_dtype = float32.
+    c.model.dtype = "auto"
     c.model.param_dtype = "float32"
     c.model.init_seed = 0
 

@@ -281,6 +281,26 @@ def _check_common_keys(config, num_devices):
 
 
 @register_validator
+def _check_model_dtypes(config, num_devices):
+    """``model.dtype`` (compute: ``auto`` = bf16 on GPU / TPU, f32 on CPU) and
+    ``model.param_dtype`` (storage of the master weights and the optimiser state)."""
+    _require(
+        config,
+        "model.dtype",
+        lambda v: v in ("auto", "float32", "bfloat16"),
+        "'auto', 'float32' or 'bfloat16' (the compute dtype)",
+        "set --config.model.dtype=auto (bf16 on GPU / TPU, f32 on CPU)",
+    )
+    _require(
+        config,
+        "model.param_dtype",
+        lambda v: v in ("float32", "bfloat16"),
+        "'float32' or 'bfloat16' (the master weights' dtype)",
+        "set --config.model.param_dtype=float32 for mixed precision",
+    )
+
+
+@register_validator
 def _check_batch_division(config, num_devices):
     if not (_has(config, "rollout.batch_prompts") and _has(config, "rollout.n_samples")):
         return
