@@ -12,7 +12,9 @@ the ratio to TRL's 32.5 s.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=4, help="RL steps (the first one compiles)")
+    p.add_argument("--json", default=None, help="also write the medians and peak RSS here")
     args, overrides = p.parse_known_args(argv)
     from jaxrl_reason.train.config import load_config
     from jaxrl_reason.train.loop import Trainer
@@ -63,8 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         "step {:.2f} s".format(len(rows), *(med[k] for k in keys))
     )
     print(f"mean response length: {statistics.mean(r['response_length/mean'] for r in steady):.1f}")
+    # Peak resident memory of this process (Linux ru_maxrss is in KiB): the whole run, model
+    # load and compilation included.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak RSS: {peak:.2f} GiB")
     for peer, s in PEER_SECONDS.items():
         print(f"vs {peer}: {s:.1f} s / {med['time/step_s']:.2f} s = {s / med['time/step_s']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "step_s": [r["time/step_s"] for r in rows],
+                    "rollout_s": [r["time/rollout_s"] for r in rows],
+                    "train_s": [r["time/train_s"] for r in rows],
+                    "median": med,
+                    "peak_rss_gib": peak,
+                },
+                f,
+            )
     return 0
 
 

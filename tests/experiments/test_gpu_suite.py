@@ -1,4 +1,4 @@
-"""benchmarks.gpu_suite --dry-run: every GPU measurement runs through the library on CPU."""
+"""benchmarks.gpu_suite --dry-run runs every GPU measurement on CPU; benchmarks.peers needs a TRL python."""
 
 import pytest
 
@@ -22,3 +22,11 @@ def test_gpu_suite_dry_run_fills_every_row(capsys):
         assert f"| {name}" in table, name
     assert "failed" not in table
     assert "MFU" in table and "x floor" in table
+
+
+def test_peers_without_a_trl_python_says_how_to_get_one_and_exits_0(capsys):
+    from benchmarks.peers import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "pip install torch==2.13.0" in out and "--trl-python" in out
