@@ -1,4 +1,4 @@
-"""benchmarks.gpu_suite --dry-run runs every GPU measurement on CPU; benchmarks.peers needs a TRL python."""
+"""benchmarks.gpu_suite --dry-run (every GPU measurement, on CPU); benchmarks.peers' usage."""
 
 import pytest
 
