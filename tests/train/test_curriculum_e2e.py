@@ -139,3 +139,22 @@ def test_arith_chain_grpo_takes_the_option():
     cfg = load_config(path, ["--config.curriculum.enabled=True"])
     validate(cfg, num_devices=1)
     assert load_config(path).curriculum.enabled is False
+
+
+def test_dynamic_sampling_rounds_all_update_the_buffer(tmp_path, monkeypatch):
+    """Under DAPO dynamic sampling every round's groups are observed, dropped ones included:
+    with 2 samples per prompt a group is informative iff its pass rate is 1/2, so after the
+    first step the buffer holds exactly the informative groups of all rounds."""
+    extra = ["--config.rollout.dynamic_sampling=True", "--config.rollout.max_resample_rounds=2"]
+    cfg = load_config(CONFIG, [*ON, *extra, "--config.total_steps=1"])
+    tr = Trainer(cfg, str(tmp_path), resume=False)
+    monkeypatch.setattr(tr.scorer.task, "verify_batch", _fake_verifier)
+    try:
+        m = tr.train_step()
+    finally:
+        tr.ckpt.close()
+    state = tr.curriculum.state_dict()
+    assert m["batch/groups_dropped"] > 0  # some all-equal groups were seen (and not kept)
+    assert m["curriculum/buffer_size"] == m["batch/prompts_sampled"] - m["batch/groups_dropped"]
+    assert state["pass_rate"] == [0.5] * len(state["index"]) and set(state["visits"]) == {1}
+    assert tr.data.state()["offset"] == m["batch/prompts_sampled"]
