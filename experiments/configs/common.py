@@ -249,6 +249,20 @@ def base_config() -> ml_collections.ConfigDict:
     c.judge.temperature = 1.0
     c.judge.max_new_tokens = 64
 
+    # Replay / curriculum prompt buffer (jaxrl_reason/data/curriculum.py): keep a moving
+    # average of each seen prompt's group pass rate p and fill floor(replay_fraction *
+    # rollout.batch_prompts) prompts of every batch from the buffer, drawn with probability
+    # proportional to p (1 - p) (the reward variance: all-right / all-wrong groups carry no
+    # GRPO gradient), the rest fresh from the data. Prompts with p in {0, 1} leave the buffer
+    # at once, prompts rolled out max_visits times retire, the lowest priority goes past
+    # capacity. Checkpointed (by dataset index), so resume stays exact.
+    c.curriculum = ml_collections.ConfigDict()
+    c.curriculum.enabled = False
+    c.curriculum.replay_fraction = 0.5
+    c.curriculum.capacity = 512
+    c.curriculum.ema = 0.5  # weight of a new group's pass rate in the moving average
+    c.curriculum.max_visits = 4  # groups per prompt (its first, fresh one included)
+
     c.eval = ml_collections.ConfigDict()
     c.eval.num_prompts = 100
     c.eval.batch_prompts = 50

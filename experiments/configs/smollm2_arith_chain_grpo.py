@@ -11,6 +11,11 @@ answers on this mix (oracle step accuracy 38.9 %); per length (n=24 each, ``--n 
 --ranges 1-9``): 54 % / 0 % / 17 % for 1 / 2 / 3 operations. Greedy responses average 54 tokens
 (2 % reach 96): ``max_new_tokens = 96``. The model's usual mistake is to apply every operation
 to the start value instead of the running result, which is what the step labels expose.
+
+Option: ``--config.curriculum.enabled=True`` replays half of each batch (``curriculum.
+replay_fraction``) from the prompts already seen, drawn by ``p (1 - p)`` of their moving pass
+rate (``jaxrl_reason/data/curriculum.py``): with 8 samples per prompt and length-2/3 chains
+mostly failed, it keeps the prompts whose groups still have a GRPO signal.
 """
 
 from experiments.configs.common import base_config

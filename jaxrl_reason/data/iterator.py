@@ -76,14 +76,25 @@ class DataIterator:
         """The epoch the next batch starts in."""
         return self._epoch
 
-    def next_indices(self) -> np.ndarray:
+    def next_indices(self, count: int | None = None) -> np.ndarray:
         """The next batch as ``int64[batch_size]`` indices into the source.
+
+        Args:
+          count: take this many indices instead of ``batch_size`` (>= 0); the stream is the
+            same, only cut differently, so ``next_indices(3)`` then ``next_indices(1)`` give
+            the 4 indices one ``batch_size=4`` call would (the replay buffer of
+            :mod:`jaxrl_reason.data.curriculum` draws only the fresh part of a batch).
 
         Raises:
           StopIteration: after ``num_epochs`` epochs.
         """
+        want = self.batch_size if count is None else int(count)
+        if want < 0:
+            raise ValueError(f"DataIterator.next_indices: count={count} must be >= 0")
+        if want == 0:
+            return np.zeros((0,), np.int64)
         out = []
-        need = self.batch_size
+        need = want
         while need > 0:
             if self.num_epochs is not None and self._epoch >= self.num_epochs:
                 break
@@ -95,7 +106,7 @@ class DataIterator:
             if self._offset == self.num_examples:
                 self._epoch += 1
                 self._offset = 0
-        if need == self.batch_size:
+        if need == want:
             raise StopIteration
         return np.concatenate(out).astype(np.int64)
 

@@ -655,6 +655,53 @@ def _check_dynamic_sampling(config, num_devices):
 
 
 @register_validator
+def _check_curriculum(config, num_devices):
+    """``curriculum.*`` (the replay buffer of :mod:`jaxrl_reason.data.curriculum`): its
+    sizes, and that a batch really replays a prompt and the run trains on the verifier whose
+    pass rate ranks the prompts."""
+    if not _has(config, "curriculum.enabled"):
+        return
+    _require(config, "curriculum.enabled", lambda v: isinstance(v, bool), "True or False")
+    if not config.curriculum.enabled:
+        return
+    _require(
+        config,
+        "curriculum.replay_fraction",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "in [0, 1) (the share of each batch drawn from the buffer; the rest is fresh)",
+        "e.g. --config.curriculum.replay_fraction=0.5",
+    )
+    _require(config, "curriculum.capacity", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "curriculum.ema",
+        lambda v: _is_number(v) and 0 < v <= 1,
+        "in (0, 1] (the weight of a new group's pass rate; 1 keeps only the last)",
+    )
+    _require(
+        config,
+        "curriculum.max_visits",
+        lambda v: _is_int(v) and v >= 1,
+        "an int >= 1 (groups rolled out per prompt before it retires)",
+    )
+    frac = float(config.curriculum.get("replay_fraction", 0.5))
+    batch = int(config.rollout.get("batch_prompts", 1)) if "rollout" in config else 1
+    if math.floor(frac * batch) < 1:
+        raise ConfigError(
+            f"curriculum.replay_fraction={frac} with rollout.batch_prompts={batch} replays "
+            f"floor({frac} * {batch}) = 0 prompts per step; raise replay_fraction to >= "
+            f"{1 / batch:g} or set --config.curriculum.enabled=False"
+        )
+    weights = config.reward.get("weights", {}) if "reward" in config else {}
+    if not float(weights.get("correct", 0.0)):
+        raise ConfigError(
+            "curriculum.enabled=True with reward.weights.correct=0: the buffer ranks prompts "
+            "by the verifier's pass rate, which a run not trained on the verifier (TTRL, "
+            "EMPO: label-free) must not see; set --config.curriculum.enabled=False"
+        )
+
+
+@register_validator
 def _check_optim(config, num_devices):
     if "optim" not in config:
         return

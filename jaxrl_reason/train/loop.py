@@ -3,17 +3,19 @@
 
 One iteration (``Trainer.train_step``)::
 
-    examples      = next(data)                                     host: task examples
+    examples      = next(data) (+ replayed prompts: curriculum)    host: task examples
     traj          = phases.collect(strategy, policy, examples)     device: rollout strategy
     traj, scored  = phases.score(traj, examples, scorer)           host: verifiers, rewards
+    curriculum.observe_groups(indices, scored.correct)             host: pass-rate buffer
     traj          = + ref_logprobs / values when needed            device: jit forwards
     traj          = + process_rewards (implicit_prm.online: PRM update + forward)   device: jit
     traj          = phases.assign_credit(credit_fn, traj, bonus)   device: estimator by name
     for epoch, mini-batch: state = update(state, batch)            device: jit, donated
 
 Everything that makes a step's numbers (the PRNG key, the data position, the optimiser state,
-the reward state) is a function of the step index and the checkpointed state, so a resumed
-run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``). The KL
+the reward state, the curriculum buffer) is a function of the step index and the checkpointed
+state, so a resumed run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``,
+``tests/train/test_curriculum_e2e.py``). The KL
 reference is the policy as built from ``config.model``, never the restored weights.
 """
 
@@ -122,6 +124,10 @@ class Trainer:
         self.model, self.tokenizer = build_model(config.model)
         self.graphdef, params, self.rest = nnx.split(self.model, nnx.Param, ...)
         self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
+        # The replay / curriculum prompt buffer (curriculum.enabled), checkpointed with the
+        # data position; None when off.
+        self.curriculum = _build_curriculum(config)
+        self.last_prompt_indices: np.ndarray | None = None  # the dataset indices of the batch
         self.loss_cfg = loss_config(config, self.model.config.num_layers)
         value_head = state_lib.init_value_head_for(config, self.model.config.hidden_size)
         self.use_value_head = value_head is not None
@@ -200,6 +206,8 @@ class Trainer:
                 self.data.restore(restored.metadata["data"])
                 self.decoded_total = float(restored.metadata.get("decoded_tokens_total", 0.0))
                 self.train_wall_total = float(restored.metadata.get("train_wall_total_s", 0.0))
+                if self.curriculum is not None and "curriculum" in restored.metadata:
+                    self.curriculum.restore(restored.metadata["curriculum"])
                 if "answer_history" in restored.metadata:
                     from jaxrl_reason.rewards.exploration import AnswerHistory
 
@@ -359,7 +367,9 @@ class Trainer:
         times = StepTimes()
         step = self.step
         t0 = time.perf_counter()
-        examples = next(self.data)
+        indices, replayed = self._draw_prompts(step)
+        examples = [self.train_task[int(i)] for i in indices]
+        self.last_prompt_indices = indices
         traj = phases.collect(self.strategy, self.policy(), examples, self.step_key(step))
         times.rollout_s = time.perf_counter() - t0
 
@@ -371,6 +381,8 @@ class Trainer:
         if int(self.config.get("prof", {}).get("n_remove", 0)) > 0:
             traj, prof_dropped = phases.prof_filter(traj, scored.correct, self.config.prof)
         times.reward_s = time.perf_counter() - t0
+        if self.curriculum is not None:
+            self.curriculum.observe_groups(indices, scored.correct, np.asarray(traj.group_id))
         dyn_metrics: dict[str, float] = {}
         if self.config.rollout.get("dynamic_sampling", False):
             traj, scored, examples, dyn_metrics = self._dynamic_sampling(
@@ -402,6 +414,10 @@ class Trainer:
         times.train_s = time.perf_counter() - t0
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
         out.update(dyn_metrics)
+        if self.curriculum is not None:
+            out["curriculum/replayed"] = float(replayed)
+            out["curriculum/buffer_size"] = float(len(self.curriculum))
+            out["curriculum/mean_priority"] = self.curriculum.mean_priority()
         if prof_dropped is not None:
             out["batch/prof_dropped"] = float(prof_dropped)
         out.update(self._credit_metrics(traj, scored))
@@ -428,6 +444,27 @@ class Trainer:
                 rec["transcript"] = text
         self.step = step + 1
         return out
+
+    def _draw_prompts(self, step: int) -> tuple[np.ndarray, int]:
+        """The dataset indices ``int64[rollout.batch_prompts]`` of this step's prompts and how
+        many of them the curriculum buffer replayed (0 when it is off: the plain iterator).
+
+        With ``curriculum.enabled`` (:func:`jaxrl_reason.data.curriculum.mix_batch`) the
+        replayed ones are drawn by priority ``p (1 - p)`` with the generator
+        ``default_rng([seed, step, 3])`` (a pure function of the step, like the update's
+        shuffle ``[seed, step, 1]``), the fresh ones from ``self.data``."""
+        if self.curriculum is None:
+            return self.data.next_indices(), 0
+        from jaxrl_reason.data.curriculum import mix_batch
+
+        cfg = self.config
+        return mix_batch(
+            self.curriculum,
+            self.data.next_indices,
+            int(cfg.rollout.batch_prompts),
+            float(cfg.curriculum.replay_fraction),
+            np.random.default_rng([cfg.seed, step, 3]),
+        )
 
     def _dynamic_sampling(self, traj, scored, examples, step, times):
         """DAPO dynamic sampling (Yu et al. 2025, arXiv 2503.14476; verl's
@@ -467,7 +504,8 @@ class Trainer:
                 break
             rnd += 1
             t0 = time.perf_counter()
-            examples = next(self.data)
+            indices = self.data.next_indices()
+            examples = [self.train_task[int(i)] for i in indices]
             key = self.step_key(step, 1000 + rnd)
             traj = phases.collect(self.strategy, self.policy(), examples, key)
             times.rollout_s += time.perf_counter() - t0
@@ -475,6 +513,8 @@ class Trainer:
             t0 = time.perf_counter()
             traj, scored = phases.score(traj, examples, self.scorer)
             times.reward_s += time.perf_counter() - t0
+            if self.curriculum is not None:  # dropped groups' pass rates count too
+                self.curriculum.observe_groups(indices, scored.correct, np.asarray(traj.group_id))
         picks = kept[:want]
         filler = dropped[: want - len(picks)]
         masked = [False] * len(picks) + [True] * len(filler)
@@ -751,7 +791,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def checkpoint_metadata(self) -> dict[str, Any]:
-        """JSON state saved beside the arrays: data position and the answer history."""
+        """JSON state saved beside the arrays: data position, the answer history and the
+        curriculum buffer (dataset indices, pass rates, visits)."""
         meta: dict[str, Any] = {
             "data": self.data.state(),
             "step": self.step,
@@ -761,6 +802,8 @@ class Trainer:
         history = self.scorer.state.get("answer_history")
         if history is not None:
             meta["answer_history"] = history.state_dict()
+        if self.curriculum is not None:
+            meta["curriculum"] = self.curriculum.state_dict()
         return meta
 
     def export(self, path: str | None = None) -> str:
@@ -852,6 +895,19 @@ class Trainer:
             if own_writer:
                 writer.close()
         return rows
+
+
+def _build_curriculum(config: Any):
+    """The :class:`jaxrl_reason.data.curriculum.PromptBuffer` of ``config.curriculum`` when
+    ``curriculum.enabled``, else None (configs without the block: None)."""
+    cur = config.get("curriculum", None)
+    if cur is None or not cur.get("enabled", False):
+        return None
+    from jaxrl_reason.data.curriculum import PromptBuffer
+
+    return PromptBuffer(
+        int(cur.capacity), ema=float(cur.ema), max_visits=int(cur.get("max_visits", 4))
+    )
 
 
 class NonFiniteError(RuntimeError):
