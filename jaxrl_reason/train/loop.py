@@ -716,7 +716,12 @@ class Trainer:
 
         cfg = self.config
         if self._pair_data is None:
-            pairs = selftrain.self_pairs(scored.correct, traj.group_id, int(cfg.rollout.n_samples))
+            pairs = selftrain.self_pairs(
+                scored.correct,
+                traj.group_id,
+                int(cfg.rollout.n_samples),
+                valid=np.asarray(traj.loss_mask).any(-1),
+            )
             data = {
                 "prompt_tokens": np.asarray(traj.prompt_tokens, np.int32),
                 "prompt_mask": np.asarray(traj.prompt_mask, bool),

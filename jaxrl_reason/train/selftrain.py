@@ -102,18 +102,21 @@ def star_rows(
 
     Returns:
       ``{"prompt_tokens" int32[K, P], "prompt_mask" bool[K, P], "response" int32[K, R],
-      "sft_mask" float32[K, R], "rationalized" bool[K]}``: the ``K`` kept rows, first those of
-      ``traj`` (in row order), then the kept rationalisations, each with the hint-free prompt
-      of its group (any row of the group carries it) and its ``loss_mask``.
+      "sft_mask" float32[K, R], "rationalized" bool[K]}``: the ``K`` kept rows (verified, with
+      a non-empty ``loss_mask``), first those of ``traj`` (in row order), then the kept
+      rationalisations, each with the hint-free prompt of its group (any row of the group
+      carries it) and its ``loss_mask``.
     """
-    keep = np.asarray(correct) > 0
+    # A row whose loss mask is empty (PROF's dropped rows, DAPO's filler groups) has nothing
+    # to imitate.
+    keep = (np.asarray(correct) > 0) & np.asarray(traj.loss_mask).any(-1)
     prompt = [np.asarray(traj.prompt_tokens)[keep]]
     pmask = [np.asarray(traj.prompt_mask)[keep]]
     resp = [np.asarray(traj.tokens)[keep]]
     mask = [np.asarray(traj.loss_mask, np.float32)[keep]]
     rat = [np.zeros(int(keep.sum()), bool)]
     if rationalized is not None and len(rationalized_groups):
-        rkeep = np.asarray(rationalized_correct) > 0
+        rkeep = (np.asarray(rationalized_correct) > 0) & np.asarray(rationalized.loss_mask).any(-1)
         src_group = np.asarray(rationalized_groups)[np.asarray(rationalized.group_id)][rkeep]
         gid = np.asarray(traj.group_id)
         first_row = {int(g): int(np.nonzero(gid == g)[0][0]) for g in np.unique(src_group)}
@@ -169,22 +172,32 @@ def sft_minibatches(
     return out
 
 
-def self_pairs(correct: np.ndarray, group_id: np.ndarray, n_per_group: int) -> np.ndarray:
+def self_pairs(
+    correct: np.ndarray,
+    group_id: np.ndarray,
+    n_per_group: int,
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
     """DPO pairs from each prompt group's own samples (module docstring).
 
     Args:
       correct: ``float32[B]`` the verifier's outcomes (``> 0``: accepted).
       group_id: ``int[B]`` each row's prompt group.
       n_per_group: ``n``, the samples per prompt; at most ``n // 2`` pairs per group.
+      valid: ``bool[B]`` rows that may be paired (default all); the trainer passes rows with a
+        non-empty ``loss_mask`` (PROF's dropped rows and DAPO's filler groups are neither
+        chosen nor rejected).
 
     Returns:
       ``int64[K, 2]`` row indices ``(chosen, rejected)``, groups in ascending id order.
     """
     correct = np.asarray(correct) > 0
     gid = np.asarray(group_id)
+    if valid is not None:
+        gid = np.where(np.asarray(valid, bool), gid, -1)  # group -1: never paired
     cap = max(int(n_per_group) // 2, 1)
     pairs = []
-    for g in np.unique(gid):
+    for g in np.unique(gid[gid >= 0]):
         rows = np.nonzero(gid == g)[0]
         acc, rej = rows[correct[rows]], rows[~correct[rows]]
         if not len(acc) or not len(rej):

@@ -324,10 +324,11 @@ def make_update_fn(
     convention). ``optimizer`` must accept the ``loss=`` extra argument
     (:func:`jaxrl_reason.train.optim.build_optimizer`), which skips non-finite updates.
 
-    ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces the RL loss
-    (:func:`rl_loss`); the online PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through
-    the same
-    accumulation, clipping and non-finite guard this way (``value_head`` is then ``None``).
+    The loss is ``cfg.objective``'s: :func:`rl_loss`, :func:`sft_objective_loss` or
+    :func:`dpo_objective_loss`.
+    ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces it; the online
+    PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through the same accumulation,
+    clipping and non-finite guard this way (``value_head`` is then ``None``).
     """
 
     def micro_loss(trainable, mb):

@@ -380,3 +380,20 @@ def test_dpo_config_runs_one_step_on_tiny_debug(source, tmp_path):
         traj = trainer.last_trajectories
         chosen = seen[0]["response"][0::2]
         assert all(any(np.array_equal(c, traj.tokens[r]) for r in (0, 2)) for c in chosen)
+
+
+def test_sft_coef_adds_the_nll_of_verified_rows_to_an_rl_step(tmp_path):
+    """algo.sft_coef > 0 in an RL run: the update batch carries the loss mask of the verified
+    rows as sft_mask and logs actor/sft_loss next to the policy loss."""
+    cfg = load_config(
+        os.path.join(CONFIGS, "smollm2_arith_chain_grpo.py"), [*TINY, "--config.algo.sft_coef=0.5"]
+    )
+    trainer, m, seen, moved = _one_step(cfg, tmp_path, lambda i, ex: i == 1)
+    traj = trainer.last_trajectories
+    assert np.isfinite(m["actor/sft_loss"]) and m["actor/sft_loss"] > 0 and moved
+    assert np.isfinite(m["actor/pg_loss"]) and np.any(np.asarray(traj.advantages) != 0)
+    (mb,) = seen
+    rows = mb["sft_mask"].any(-1)
+    assert rows.sum() == 1  # one verified row of four
+    np.testing.assert_array_equal(mb["response"][rows][0], traj.tokens[1])
+    np.testing.assert_array_equal(mb["sft_mask"][rows][0], traj.loss_mask[1])

@@ -159,6 +159,9 @@ def test_star_rows_keep_verified_rows_and_rationalisations_under_the_plain_promp
     np.testing.assert_array_equal(rows["response"][0], traj.tokens[0])
     np.testing.assert_array_equal(rows["response"][1], hinted.tokens[1])
     assert rows["prompt_tokens"].shape == (2, 3) and rows["sft_mask"].shape == (2, 4)
+    # A verified row whose loss mask is empty (PROF-dropped) is not kept.
+    dropped = traj.replace(loss_mask=np.where(np.arange(4)[:, None] == 0, 0.0, 1.0))
+    assert len(selftrain.star_rows(dropped, correct)["sft_mask"]) == 0
     # Nothing correct and nothing rationalised: nothing kept.
     empty = selftrain.star_rows(traj, np.zeros(4, np.float32))
     assert len(empty["sft_mask"]) == 0 and selftrain.sft_minibatches(empty, 4, None) == []
@@ -196,6 +199,10 @@ def test_self_pairs_on_hand_made_groups():
     pairs = selftrain.self_pairs(np.array([1, 0, 0, 0.0]), np.zeros(4, int), 8)
     assert pairs.tolist() == [[0, 1], [0, 2], [0, 3]]
     assert selftrain.self_pairs(np.zeros(4), np.zeros(4, int), 4).shape == (0, 2)
+    # Rows without a loss mask (PROF-dropped) are neither chosen nor rejected.
+    valid = np.array([True, False, True, True])
+    pairs = selftrain.self_pairs(np.array([1, 0, 0, 1.0]), np.zeros(4, int), 4, valid=valid)
+    assert pairs.tolist() == [[0, 2], [3, 2]]
 
 
 def test_dpo_minibatches_interleave_pairs_and_weight_real_pairs():
