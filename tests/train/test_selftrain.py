@@ -349,3 +349,18 @@ def test_sft_coef_validates_in_rl_and_the_file_pair_source_needs_a_file(tmp_path
     assert cfg.dpo.pairs_path == str(f)
     with pytest.raises(ConfigError, match="dpo.pairs_path="):
         load_config(DPO, ["--config.dpo.pairs=file", f"--config.dpo.pairs_path={f}.missing"])
+
+
+def test_loss_config_reads_the_objective_and_scores_supervised_objectives_at_temperature_1():
+    rl = step_lib.loss_config(
+        load_config(os.path.join(CONFIGS, "smollm2_arith_chain_grpo.py"), ["algo.sft_coef=0.25"]),
+        num_layers=30,
+    )
+    assert (rl.objective, rl.sft_coef, rl.temperature) == ("rl", 0.25, 0.8)
+    dpo = step_lib.loss_config(
+        load_config(DPO, ["dpo.beta=0.3", "dpo.label_smoothing=0.1"]), num_layers=30
+    )
+    assert (dpo.objective, dpo.dpo_beta, dpo.dpo_label_smoothing) == ("dpo", 0.3, 0.1)
+    assert dpo.temperature == 1.0
+    star = step_lib.loss_config(load_config(STAR), num_layers=30)
+    assert (star.objective, star.temperature) == ("sft", 1.0)
