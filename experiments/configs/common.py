@@ -129,6 +129,34 @@ def base_config() -> ml_collections.ConfigDict:
     c.algo.estimator = "grpo"
     c.algo.value_head = False
     c.algo.estimator_kwargs = ml_collections.ConfigDict()
+    # What the update minimises (jaxrl_reason/train/step.py, selftrain.py): "rl" (the
+    # estimator's advantages in the policy loss), "sft" (STaR / RAFT: the NLL of the step's
+    # verified-correct samples only, no estimator; settings in `star`) or "dpo" (DPO on pairs,
+    # settings in `dpo`). sft/dpo score log-probs at temperature 1 (the model itself).
+    c.algo.objective = "rl"
+    # "rl" only: + sft_coef * NLL of the verified-correct rows (their loss-mask tokens) in the
+    # same update; 0 = off. Logged as actor/sft_loss.
+    c.algo.sft_coef = 0.0
+
+    # STaR (Zelikman et al. 2022) with algo.objective = "sft". rationalize: prompts with no
+    # verified sample are re-sampled with hint_template (formatted with the gold answer)
+    # appended to the user prompt; verified re-samples are trained on under the hint-free
+    # prompt. min_correct: fewer kept rows than this and the step runs no update.
+    c.star = ml_collections.ConfigDict()
+    c.star.rationalize = False
+    c.star.hint_template = "(The answer is {answer}.)"
+    c.star.min_correct = 1
+
+    # DPO (Rafailov et al. 2023, eq. 7) with algo.objective = "dpo". beta: the KL strength
+    # (0.1 in the paper's commands); label_smoothing: cDPO's eps. pairs: "self" (a verified
+    # and a refuted sample of the same prompt, from each step's own groups, at most
+    # n_samples // 2 pairs per prompt) or "file" (JSONL lines {"prompt", "chosen",
+    # "rejected"} at pairs_path, B/2 pairs per step in file order, cycling).
+    c.dpo = ml_collections.ConfigDict()
+    c.dpo.beta = 0.1
+    c.dpo.label_smoothing = 0.0
+    c.dpo.pairs = "self"
+    c.dpo.pairs_path = ""
 
     # PRIME's online implicit PRM (Cui et al. 2025, arXiv 2502.01456;
     # jaxrl_reason/train/implicit_prm.py):

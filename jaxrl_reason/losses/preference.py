@@ -50,6 +50,7 @@ def dpo_loss(
     *,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
+    weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """DPO loss over ``B`` preference pairs (module docstring: eq. 7 of Rafailov et al.).
 
@@ -59,6 +60,10 @@ def dpo_loss(
       ref_chosen, ref_rejected: the same under the frozen reference (no gradient flows).
       beta: the KL-strength ``beta`` (0.1 in the reference implementation's commands).
       label_smoothing: cDPO's ``eps`` (0 = plain DPO).
+      weights: optional ``float32[B]`` pair weights: the loss and every metric are
+        ``mean_b(weights_b * x_b)`` instead of ``mean_b(x_b)``. Padding pairs get weight 0; the
+        trainer scales the rest so that averaging the micro-batches' means gives the mean over
+        the mini-batch's real pairs (:mod:`jaxrl_reason.train.selftrain`).
 
     Returns:
       ``(loss float32[], metrics)`` with ``dpo/reward_chosen``, ``dpo/reward_rejected`` (mean
@@ -73,10 +78,12 @@ def dpo_loss(
     ) + label_smoothing * -jax.nn.log_sigmoid(-beta * h)
     r_w = jax.lax.stop_gradient(beta * (policy_chosen - ref_chosen))
     r_l = jax.lax.stop_gradient(beta * (policy_rejected - ref_rejected))
+    w = jnp.ones_like(per) if weights is None else jax.lax.stop_gradient(weights)
+    wmean = lambda x: jnp.mean(w * x)  # noqa: E731
     metrics = {
-        "dpo/reward_chosen": jnp.mean(r_w),
-        "dpo/reward_rejected": jnp.mean(r_l),
-        "dpo/reward_margin": jnp.mean(r_w - r_l),
-        "dpo/accuracy": jnp.mean((h > 0).astype(jnp.float32)),
+        "dpo/reward_chosen": wmean(r_w),
+        "dpo/reward_rejected": wmean(r_l),
+        "dpo/reward_margin": wmean(r_w - r_l),
+        "dpo/accuracy": wmean((h > 0).astype(jnp.float32)),
     }
-    return jnp.mean(per), metrics
+    return wmean(per), metrics

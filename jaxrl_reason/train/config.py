@@ -1205,3 +1205,115 @@ def _check_prm(config, num_devices):
             "process rewards "
             "(the estimator's is unused); set them equal or remove estimator_kwargs.beta"
         )
+
+
+@register_validator
+def _check_objective(config, num_devices):
+    """``algo.objective`` (``rl`` | ``sft`` | ``dpo``), ``algo.sft_coef``, ``star.*`` and
+    ``dpo.*``: the supervised and preference objectives train no critic, PRM or KL term, DPO
+    needs a pair source and even (pair-holding) batch sizes."""
+    if not _has(config, "algo"):
+        return
+    from jaxrl_reason.train.selftrain import DPO_PAIR_SOURCES
+    from jaxrl_reason.train.step import OBJECTIVES
+
+    _require(
+        config,
+        "algo.objective",
+        lambda v: v in OBJECTIVES,
+        f"one of {OBJECTIVES} (RL, STaR/RAFT fine-tuning on verified samples, DPO)",
+        "set --config.algo.objective=rl",
+    )
+    _require(
+        config,
+        "algo.sft_coef",
+        lambda v: _is_number(v) and v >= 0,
+        "a finite number >= 0 (weight of the NLL of verified-correct rows; 0 = off)",
+    )
+    _require(config, "star.rationalize", lambda v: isinstance(v, bool), "a bool")
+    _require(
+        config,
+        "star.hint_template",
+        lambda v: isinstance(v, str) and "{answer}" in v and bool(v.format(answer="1")),
+        "a text holding '{answer}' (STaR's hint; e.g. '(The answer is {answer}.)')",
+    )
+    _require(config, "star.min_correct", lambda v: _is_int(v) and v >= 1, "an int >= 1")
+    _require(
+        config,
+        "dpo.beta",
+        lambda v: _is_number(v) and v > 0,
+        "a finite number > 0 (DPO's KL strength beta)",
+        "DPO's commands use --config.dpo.beta=0.1",
+    )
+    _require(
+        config,
+        "dpo.label_smoothing",
+        lambda v: _is_number(v) and 0 <= v < 0.5,
+        "in [0, 0.5) (cDPO's eps; 0 = plain DPO)",
+    )
+    objective = config.algo.get("objective", "rl")
+    if objective != "rl" and config.algo.get("sft_coef", 0.0):
+        raise ConfigError(
+            f"algo.sft_coef={config.algo.sft_coef} with algo.objective={objective!r}: the "
+            "auxiliary NLL term is for RL runs; set --config.algo.sft_coef=0"
+        )
+    if config.get("star", {}).get("rationalize", False):
+        if objective != "sft":
+            raise ConfigError(
+                f"star.rationalize=True with algo.objective={objective!r}: rationalisation "
+                "feeds STaR's fine-tuning; set --config.algo.objective=sft or "
+                "--config.star.rationalize=False"
+            )
+        strategy = config.rollout.get("strategy", "group") if "rollout" in config else "group"
+        if strategy != "group":
+            raise ConfigError(
+                f"star.rationalize=True needs rollout.strategy='group' (got {strategy!r}): the "
+                "hinted re-samples replace whole prompt groups; set --config.rollout.strategy="
+                "group or --config.star.rationalize=False"
+            )
+    if objective == "rl":
+        return
+    if config.algo.get("value_head", False):
+        raise ConfigError(
+            f"algo.value_head=True with algo.objective={objective!r}: no critic is trained "
+            "without RL; set --config.algo.value_head=False"
+        )
+    if config.get("implicit_prm", {}).get("online", False):
+        raise ConfigError(
+            f"implicit_prm.online=True with algo.objective={objective!r}: the PRM's rewards "
+            "feed an RL estimator; set --config.implicit_prm.online=False"
+        )
+    kl = config.get("loss", {}).get("kl_coef", 0.0)
+    if kl:
+        raise ConfigError(
+            f"loss.kl_coef={kl} with algo.objective={objective!r}: the KL term is not part of "
+            "this objective (DPO's beta is its KL strength); set --config.loss.kl_coef=0"
+        )
+    if objective != "dpo":
+        return
+    pairs = config.get("dpo", {}).get("pairs", "")
+    if pairs not in DPO_PAIR_SOURCES:
+        raise ConfigError(
+            f"dpo.pairs={pairs!r}: algo.objective='dpo' needs a pair source; set "
+            "--config.dpo.pairs=self (verified vs refuted samples of each prompt) or "
+            "--config.dpo.pairs=file with --config.dpo.pairs_path=<pairs.jsonl>"
+        )
+    if pairs == "file":
+        path = config.dpo.get("pairs_path", "")
+        if not path or not os.path.isfile(path):
+            raise ConfigError(
+                f"dpo.pairs_path={path!r}: dpo.pairs='file' needs a JSONL file of "
+                '{"prompt", "chosen", "rejected"} lines; set --config.dpo.pairs_path=<file>'
+            )
+    elif int(config.rollout.get("n_samples", 1) if "rollout" in config else 1) < 2:
+        raise ConfigError(
+            "dpo.pairs='self' needs rollout.n_samples >= 2 (a verified and a refuted sample "
+            "of the same prompt); raise --config.rollout.n_samples"
+        )
+    for key in ("train.mini_batch_size", "train.micro_batch_size"):
+        if _has(config, key) and _get(config, key) % 2:
+            raise ConfigError(
+                f"{key}={_get(config, key)} must be even with algo.objective='dpo' (a pair's "
+                f"chosen and rejected rows share a micro-batch); set --config.{key} to an even "
+                "divisor of the batch"
+            )

@@ -12,6 +12,10 @@ One iteration (``Trainer.train_step``)::
     traj          = phases.assign_credit(credit_fn, traj, bonus)   device: estimator by name
     for epoch, mini-batch: state = update(state, batch)            device: jit, donated
 
+With ``algo.objective = "sft"`` (STaR / RAFT) or ``"dpo"`` the credit phase is skipped and the
+update trains on the step's verified rows (plus STaR's rationalisations) or on preference
+pairs (:mod:`jaxrl_reason.train.selftrain`; ``Trainer._sft_phase`` / ``_dpo_phase``).
+
 Everything that makes a step's numbers (the PRNG key, the data position, the optimiser state,
 the reward state, the curriculum buffer) is a function of the step index and the checkpointed
 state, so a resumed run reproduces an uninterrupted one exactly (``tests/train/test_resume.py``,
@@ -54,6 +58,8 @@ class StepTimes:
     rollout_s: float = 0.0
     reward_s: float = 0.0
     train_s: float = 0.0
+    #: STaR's rationalisation sampling (part of rollout_s, taken out of train_s).
+    star_rollout_s: float = 0.0
 
 
 def reward_settings(config: Any) -> dict[str, Any]:
@@ -70,10 +76,12 @@ def reward_settings(config: Any) -> dict[str, Any]:
 
 def needs_reference(config: Any) -> bool:
     """Whether the run keeps a frozen reference policy: a KL term, an estimator that reads
-    ``ref_logprobs`` (PRIME's implicit process reward) or an online PRM (its log-ratio)."""
+    ``ref_logprobs`` (PRIME's implicit process reward), an online PRM (its log-ratio) or DPO
+    (``algo.objective="dpo"``: ``pi_ref`` of its log-ratios)."""
     est = config.algo.estimator
     return (
         float(config.loss.get("kl_coef", 0.0)) > 0
+        or config.algo.get("objective", "rl") == "dpo"
         or prm_lib.prm_enabled(config)
         or "ref_logprobs"
         in (set(credit.inputs(est).values()) | set(credit.optional_inputs(est).values()))
@@ -230,6 +238,20 @@ class Trainer:
                 | {"answer_probs": needs_field(config, "answer_probs")},
             )
         )
+        self.objective = self.loss_cfg.objective
+        # DPO from a file: the pairs are tokenized once; step s trains on the next
+        # rollout.batch_prompts * n_samples / 2 of them (cycling), a function of s (resumable).
+        self._pair_data = None
+        if self.objective == "dpo" and config.dpo.pairs == "file":
+            from jaxrl_reason.train import selftrain
+
+            self._pair_data = selftrain.tokenize_pairs(
+                self.tokenizer,
+                self.train_task,
+                selftrain.load_pair_records(config.dpo.pairs_path),
+                int(config.rollout.max_new_tokens),
+                bucket=int(config.rollout.get("prompt_bucket", 16)),
+            )
         self.credit_fn = phases.make_credit_fn(
             config.algo.estimator, dict(config.algo.get("estimator_kwargs", {}))
         )
@@ -392,7 +414,7 @@ class Trainer:
 
         t0 = time.perf_counter()
         batch = self._model_batch(traj)
-        if self.ref_params is not None:
+        if self.ref_params is not None and self._pair_data is None:
             traj = traj.replace(
                 ref_logprobs=np.asarray(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
             )
@@ -408,21 +430,39 @@ class Trainer:
                     )
                 )
             )
-        traj = phases.assign_credit(self.credit_fn, traj, scored.bonus)
-        self.last_trajectories = traj
-        metrics_acc = self._update_phase(traj, step)
-        times.train_s = time.perf_counter() - t0
+        obj_metrics: dict[str, float] = {}
+        stats = dict(getattr(self.strategy, "last_stats", None) or {})
+        if self.objective == "rl":
+            traj = phases.assign_credit(self.credit_fn, traj, scored.bonus)
+            self.last_trajectories = traj
+            sft_rows = scored.correct if self.loss_cfg.sft_coef else None
+            metrics_acc = self._update_phase(traj, step, sft_rows=sft_rows)
+        else:
+            # No estimator runs: the update reads the verifier's outcomes, not advantages.
+            zeros = np.zeros(np.shape(traj.loss_mask), np.float32)
+            traj = traj.replace(advantages=zeros, returns=zeros)
+            self.last_trajectories = traj
+            if self.objective == "sft":
+                metrics_acc, obj_metrics = self._sft_phase(traj, scored, examples, step, times)
+                # Rationalisation samples count against the generation budget.
+                stats["decoded_tokens"] = stats.get("decoded_tokens", 0.0) + obj_metrics.get(
+                    "star/decoded_tokens", 0.0
+                )
+            else:
+                metrics_acc, obj_metrics = self._dpo_phase(traj, scored, step)
+        times.train_s = time.perf_counter() - t0 - times.star_rollout_s
         out = self._step_metrics(traj, scored, metrics_acc, times, step, examples)
         out.update(dyn_metrics)
         if self.curriculum is not None:
             out["curriculum/replayed"] = float(replayed)
             out["curriculum/buffer_size"] = float(len(self.curriculum))
             out["curriculum/mean_priority"] = self.curriculum.mean_priority()
+        out.update(obj_metrics)
         if prof_dropped is not None:
             out["batch/prof_dropped"] = float(prof_dropped)
-        out.update(self._credit_metrics(traj, scored))
+        if self.objective == "rl":
+            out.update(self._credit_metrics(traj, scored))
         out.update(prm_metrics)
-        stats = getattr(self.strategy, "last_stats", None) or {}
         # Strategy statistics: env/* for episodes (already prefixed), rollout/* otherwise.
         out.update({(k if "/" in k else f"rollout/{k}"): float(v) for k, v in stats.items()})
         self.decoded_total += float(stats.get("decoded_tokens", 0.0))
@@ -601,9 +641,12 @@ class Trainer:
         }
         return rewards, metrics
 
-    def _update_phase(self, traj: Trajectories, step: int) -> list[dict[str, Any]]:
+    def _update_phase(
+        self, traj: Trajectories, step: int, *, sft_rows: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
         """Phase 4: ``train.ppo_epochs`` passes of shuffled mini-batches through the jitted,
-        donated, sharded update; returns the per-update metrics (host floats)."""
+        donated, sharded update; returns the per-update metrics (host floats). ``sft_rows``
+        (``float32[B]``): the rows of the auxiliary NLL term (``algo.sft_coef``)."""
         cfg = self.config
         metrics_acc: list[dict[str, Array]] = []
         n_rows = traj.batch_size
@@ -616,14 +659,140 @@ class Trainer:
                 else np.arange(n_rows)
             )
             for start in range(0, n_rows, mini):
-                mb = self._place_batch(phases.update_batch(traj, order[start : start + mini]))
-                params, vh, opt, m = self._update(
-                    self.state["params"], self.state["value_head"], self.state["opt_state"], mb
+                rows = order[start : start + mini]
+                metrics_acc.append(
+                    self._apply_update(phases.update_batch(traj, rows, sft_rows=sft_rows))
                 )
-                # Other entries (the online PRM's state) are kept as they are.
-                self.state = {**self.state, "params": params, "value_head": vh, "opt_state": opt}
-                metrics_acc.append(m)
         return jax.device_get(metrics_acc)
+
+    def _apply_update(self, host_batch: dict[str, np.ndarray]) -> dict[str, Array]:
+        """One jitted, donated update of the policy's train state on a host mini-batch."""
+        mb = self._place_batch(host_batch)
+        params, vh, opt, m = self._update(
+            self.state["params"], self.state["value_head"], self.state["opt_state"], mb
+        )
+        # Other entries (the online PRM's state) are kept as they are.
+        self.state = {**self.state, "params": params, "value_head": vh, "opt_state": opt}
+        return m
+
+    def _sft_phase(
+        self, traj: Trajectories, scored: phases.Scored, examples, step: int, times: StepTimes
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """STaR / RAFT's fine-tuning step (``algo.objective = "sft"``,
+        :mod:`jaxrl_reason.train.selftrain`): keep the verified rows; with ``star.rationalize``
+        re-sample the prompts that got none with the answer as a hint (``star.hint_template``,
+        key ``step_key(step, 11)``) and keep the verified ones under their hint-free prompt;
+        then ``train.ppo_epochs`` passes of the NLL over the kept rows. Fewer than
+        ``star.min_correct`` kept rows: no update.
+
+        Returns the per-update metrics and ``star/kept``, ``star/rationalized`` (kept
+        rationalisations), ``star/failed_prompts``, ``star/skipped`` (1.0: no update this step)
+        and ``star/decoded_tokens`` (tokens the rationalisation sampled).
+        """
+        from jaxrl_reason.rollout.chat import decode_responses
+        from jaxrl_reason.train import selftrain
+
+        cfg = self.config
+        rtraj = rcorrect = None
+        groups = np.zeros(0, np.int64)
+        decoded = 0.0
+        if cfg.star.rationalize:
+            groups = selftrain.failed_groups(scored.correct, traj.group_id, len(examples))
+            if len(groups):
+                t0 = time.perf_counter()
+                hinted = selftrain.hinted_examples(examples, groups, cfg.star.hint_template)
+                rtraj = phases.collect(
+                    self.strategy, self.policy(), hinted, self.step_key(step, 11)
+                )
+                decoded = float(self.strategy.last_stats.get("decoded_tokens", 0.0))
+                texts = decode_responses(
+                    self.tokenizer, np.asarray(rtraj.tokens), np.asarray(rtraj.lengths)
+                )
+                # Verified against the hinted problem: the same answer as the original.
+                rcorrect = np.asarray(
+                    self.train_task.verify_batch(
+                        texts, [hinted[int(g)] for g in np.asarray(rtraj.group_id)]
+                    ),
+                    np.float32,
+                )
+                times.star_rollout_s = time.perf_counter() - t0
+                times.rollout_s += times.star_rollout_s
+        rows = selftrain.star_rows(traj, scored.correct, rtraj, rcorrect, groups)
+        kept = len(rows["sft_mask"])
+        metrics = {
+            "star/kept": float(kept),
+            "star/rationalized": float(rows["rationalized"].sum()),
+            "star/failed_prompts": float(len(groups)),
+            "star/decoded_tokens": decoded,
+            "star/skipped": 0.0,
+        }
+        if kept < int(cfg.star.min_correct):
+            metrics["star/skipped"] = 1.0
+            return [], metrics
+        acc = []
+        for epoch in range(cfg.train.ppo_epochs):
+            rng = (
+                np.random.default_rng([cfg.seed, step, 1, epoch])
+                if cfg.train.get("shuffle", True)
+                else None
+            )
+            for mb in selftrain.sft_minibatches(rows, cfg.train.mini_batch_size, rng):
+                acc.append(self._apply_update(mb))
+        return jax.device_get(acc), metrics
+
+    def _dpo_phase(
+        self, traj: Trajectories, scored: phases.Scored, step: int
+    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        """DPO's update (``algo.objective = "dpo"``, Rafailov et al. 2023 eq. 7): pairs from
+        the step's own groups (``dpo.pairs = "self"``: a verified and a refuted response of one
+        prompt, :func:`selftrain.self_pairs`) or the next ``B / 2`` pairs of ``dpo.pairs_path``
+        (``"file"``; their reference log-probs are computed here), then ``train.ppo_epochs``
+        passes over them. No pair: no update.
+
+        Returns the per-update metrics (``dpo/accuracy``, ``dpo/margin``, ...) and
+        ``dpo/pairs``, ``dpo/skipped``.
+        """
+        from jaxrl_reason.train import selftrain
+
+        cfg = self.config
+        if self._pair_data is None:
+            pairs = selftrain.self_pairs(
+                scored.correct,
+                traj.group_id,
+                int(cfg.rollout.n_samples),
+                valid=np.asarray(traj.loss_mask).any(-1),
+            )
+            data = {
+                "prompt_tokens": np.asarray(traj.prompt_tokens, np.int32),
+                "prompt_mask": np.asarray(traj.prompt_mask, bool),
+                "response": np.asarray(traj.tokens, np.int32),
+                "response_mask": np.asarray(traj.loss_mask, np.float32),
+                "ref_logprobs": np.asarray(traj.ref_logprobs, np.float32),
+            }
+        else:
+            pd = self._pair_data
+            per_step = traj.batch_size // 2
+            chosen = (step * per_step + np.arange(per_step)) % len(pd["pairs"])
+            rows = pd["pairs"][chosen].reshape(-1)
+            data = {
+                k: pd[k][rows]
+                for k in ("prompt_tokens", "prompt_mask", "response", "response_mask")
+            }
+            data["ref_logprobs"] = np.asarray(
+                self._ref_logprobs_fn(self.ref_params, self.rest, data), np.float32
+            )
+            pairs = np.arange(len(rows), dtype=np.int64).reshape(-1, 2)
+        metrics = {"dpo/pairs": float(len(pairs)), "dpo/skipped": float(len(pairs) == 0)}
+        acc = []
+        for epoch in range(cfg.train.ppo_epochs):
+            rng = (
+                np.random.default_rng([cfg.seed, step, 1, epoch])
+                if cfg.train.get("shuffle", True)
+                else None
+            )
+            for mb in selftrain.dpo_minibatches(data, pairs, cfg.train.mini_batch_size, rng):
+                acc.append(self._apply_update(mb))
+        return jax.device_get(acc), metrics
 
     def _credit_metrics(self, traj: Trajectories, scored: phases.Scored) -> dict[str, float]:
         """``credit/first_error_hit``, ``credit/first_error_n``, ``credit/first_error_tied``
@@ -671,7 +840,8 @@ class Trainer:
         from jaxrl_reason.train.optim import nonfinite_stats
 
         out: dict[str, float] = {}
-        for k in metrics_acc[0]:
+        # No update ran (STaR / DPO with nothing kept): no loss metrics this step.
+        for k in metrics_acc[0] if metrics_acc else ():
             out[k] = float(np.mean([m[k] for m in metrics_acc]))
         out.update(
             {

@@ -313,13 +313,19 @@ def assign_credit(
     )
 
 
-def update_batch(traj: Trajectories, idx: np.ndarray) -> dict[str, np.ndarray]:
+def update_batch(
+    traj: Trajectories, idx: np.ndarray, *, sft_rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Rows ``idx`` of ``traj`` in the layout of :func:`jaxrl_reason.train.step.rl_loss`
     (``prompt_tokens``, ``prompt_mask``, ``response``, ``response_mask``, ``old_logprobs``,
     ``advantages``, ``returns`` and, when set, ``ref_logprobs`` and ``old_values``).
     ``response_mask`` is ``update_mask`` when the credit phase set one (SPO's ``p < rho``:
     every loss term is masked by it, so the other tokens get exactly zero gradient), else
-    ``loss_mask``."""
+    ``loss_mask``.
+
+    ``sft_rows`` (``float32[B]`` over all of ``traj``'s rows, e.g. the verifier's ``correct``)
+    adds ``sft_mask = response_mask * (sft_rows[idx] > 0)`` (float32 ``[len(idx), R]``), the
+    tokens of the auxiliary NLL term (``algo.sft_coef``)."""
     r = traj.rows(idx)
     mask = r["update_mask"] if "update_mask" in r else r["loss_mask"]
     batch = {
@@ -335,6 +341,9 @@ def update_batch(traj: Trajectories, idx: np.ndarray) -> dict[str, np.ndarray]:
         batch["ref_logprobs"] = r["ref_logprobs"].astype(np.float32)
     if "values" in r:
         batch["old_values"] = r["values"].astype(np.float32)
+    if sft_rows is not None:
+        keep = (np.asarray(sft_rows)[idx] > 0).astype(np.float32)
+        batch["sft_mask"] = batch["response_mask"] * keep[:, None]
     return batch
 
 

@@ -43,6 +43,11 @@ class LossConfig:
       kernel_impl: token log-prob implementation (None = best for the backend).
       frozen_layers: the first ``k`` decoder layers get no gradient and the backward pass
         stops before them (set from ``optim.trainable="last_k"``).
+      objective: ``"rl"`` (:func:`rl_loss`), ``"sft"`` (:func:`sft_objective_loss`: the NLL of
+        the batch's ``sft_mask`` only, STaR / RAFT) or ``"dpo"`` (:func:`dpo_objective_loss`).
+      sft_coef: weight of the auxiliary NLL ``sft_loss(logp, sft_mask)`` added to the RL loss
+        (0 = off; the batch then needs no ``sft_mask``).
+      dpo_beta, dpo_label_smoothing: DPO's ``beta`` and cDPO's ``eps`` (``objective="dpo"``).
     """
 
     loss_type: str = "ppo"
@@ -58,13 +63,35 @@ class LossConfig:
     temperature: float = 1.0
     kernel_impl: str | None = None
     frozen_layers: int = 0
+    objective: str = "rl"
+    sft_coef: float = 0.0
+    dpo_beta: float = 0.1
+    dpo_label_smoothing: float = 0.0
+
+
+#: ``algo.objective`` values: what the update step minimises.
+OBJECTIVES: tuple[str, ...] = ("rl", "sft", "dpo")
 
 
 def loss_config(config: Any, num_layers: int) -> LossConfig:
-    """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature)."""
+    """:class:`~jaxrl_reason.train.step.LossConfig` from ``config.loss`` (+ the temperature,
+    ``algo.objective``, ``algo.sft_coef`` and ``dpo.beta`` / ``dpo.label_smoothing``).
+
+    The RL objective scores tokens under the sampling distribution ``softmax(logits / T)``
+    (the behaviour log-probs' temperature, so ratios start at 1). The supervised and
+    preference objectives fit the model itself: their log-probs are at ``T = 1`` (STaR's and
+    DPO's ``log pi(y | x)``), whatever temperature the rollout samples at.
+    """
     fields = {f.name for f in dataclasses.fields(LossConfig)}
     kw = {k: v for k, v in config.loss.items() if k in fields}
-    kw["temperature"] = float(config.rollout.temperature)
+    algo = config.get("algo", {})
+    kw["objective"] = str(algo.get("objective", "rl"))
+    kw["sft_coef"] = float(algo.get("sft_coef", 0.0))
+    if "dpo" in config:
+        kw["dpo_beta"] = float(config.dpo.get("beta", 0.1))
+        kw["dpo_label_smoothing"] = float(config.dpo.get("label_smoothing", 0.0))
+    supervised = kw["objective"] != "rl"
+    kw["temperature"] = 1.0 if supervised else float(config.rollout.temperature)
     # Config files use 0 / "" for "off" so that overrides keep a fixed type.
     kw["dual_clip"] = kw.get("dual_clip") or None
     kw["kernel_impl"] = kw.get("kernel_impl") or None
@@ -139,8 +166,12 @@ def rl_loss(model: nnx.Module, value_head: Any, batch: Batch, cfg: LossConfig):
     """Scalar RL loss of one micro-batch and its metrics.
 
     ``loss = L_pg + kl_coef * agg(KL(logp, ref_logp)) - entropy_coef * agg(H)
-    (+ vf_coef * L_V when a value head is trained)``, each aggregated with ``cfg.agg_mode``
-    over ``batch["response_mask"]``.
+    (+ vf_coef * L_V when a value head is trained) (+ sft_coef * sft_loss(logp, sft_mask))``,
+    each aggregated with ``cfg.agg_mode`` over ``batch["response_mask"]`` (the SFT term over
+    ``batch["sft_mask"]``, float32 ``[B, R]``: the loss mask of the rows the verifier marked
+    correct, RAFT / ReST-EM's "fine-tune on verified samples" as an auxiliary term; it uses
+    the RL log-probs, at the rollout temperature). ``actor/sft_loss`` is logged whenever the
+    batch has an ``sft_mask``.
     """
     mask = batch["response_mask"].astype(jnp.float32)
     logp, ent, h = sequence_logprobs(model, batch, cfg)
@@ -182,8 +213,69 @@ def rl_loss(model: nnx.Module, value_head: Any, batch: Batch, cfg: LossConfig):
         metrics.update({f"critic/{k}": v for k, v in vmetrics.items()})
         metrics["critic/vf_loss"] = vloss
         loss = loss + cfg.vf_coef * vloss
+    if "sft_mask" in batch:
+        sft = losses.sft_loss(logp, batch["sft_mask"], cfg.agg_mode)
+        metrics["actor/sft_loss"] = sft
+        if cfg.sft_coef:
+            loss = loss + cfg.sft_coef * sft
     metrics["loss"] = loss
     return loss, metrics
+
+
+def sft_objective_loss(model: nnx.Module, batch: Batch, cfg: LossConfig):
+    """Rejection-sampling fine-tuning (STaR, Zelikman et al. 2022, arXiv 2203.14465; RAFT,
+    Dong et al. 2023, arXiv 2304.06767; ReST-EM, Singh et al. 2023, arXiv 2312.06585):
+    ``loss = agg(-log pi(y_t | x, y_<t), sft_mask)``, the NLL of the kept (verified-correct)
+    responses, with ``cfg.agg_mode`` (``token-mean``: mean NLL per kept token).
+
+    ``batch``: ``prompt_tokens`` / ``prompt_mask`` ``[B, P]``, ``response`` ``[B, R]``,
+    ``sft_mask`` float32 ``[B, R]`` (0 on rows that are not kept). Log-probs at ``cfg.temperature``
+    (1.0 for this objective, :func:`loss_config`). Returns ``(loss, {"loss",
+    "actor/sft_loss", "actor/entropy"})``.
+    """
+    mask = batch["sft_mask"].astype(jnp.float32)
+    logp, ent, _ = sequence_logprobs(model, batch, cfg)
+    loss = losses.sft_loss(logp, mask, cfg.agg_mode)
+    return loss, {
+        "loss": loss,
+        "actor/sft_loss": loss,
+        "actor/entropy": losses.aggregate(ent, mask, cfg.agg_mode),
+    }
+
+
+def dpo_objective_loss(model: nnx.Module, batch: Batch, cfg: LossConfig):
+    """DPO (Rafailov et al. 2023, arXiv 2305.18290, eq. 7) on interleaved pairs.
+
+    Rows ``2k`` and ``2k + 1`` of the batch are the chosen ``y_w`` and the rejected ``y_l`` of
+    pair ``k`` (same prompt); ``logp(y) = sum_t response_mask * log pi(y_t | x, y_<t)`` (a sum,
+    at ``T = 1``), ``h = (logp_pol(y_w) - logp_ref(y_w)) - (logp_pol(y_l) - logp_ref(y_l))``,
+    ``loss = mean_k pair_weight_k * -log sigmoid(beta h_k)`` (cDPO label smoothing with
+    ``cfg.dpo_label_smoothing``).
+
+    ``batch``: ``prompt_tokens`` / ``prompt_mask`` ``[2K, P]``, ``response``,
+    ``response_mask``, ``ref_logprobs`` (the frozen reference's token log-probs, float32)
+    ``[2K, R]`` and ``pair_weight`` float32 ``[2K]`` (the pair's weight on both of its rows;
+    0 for padding pairs). Returns ``(loss, metrics)`` with ``dpo/accuracy`` (share of pairs
+    with ``h > 0``), ``dpo/margin`` (mean ``beta h``, the implicit reward margin),
+    ``dpo/reward_chosen``, ``dpo/reward_rejected`` and ``loss``.
+    """
+    mask = batch["response_mask"].astype(jnp.float32)
+    logp, _, _ = sequence_logprobs(model, batch, cfg)
+    pol = losses.sequence_logprob(logp, mask)
+    ref = losses.sequence_logprob(batch["ref_logprobs"], mask)
+    w = batch["pair_weight"].astype(jnp.float32)[0::2]
+    loss, m = losses.dpo_loss(
+        pol[0::2],
+        pol[1::2],
+        ref[0::2],
+        ref[1::2],
+        beta=cfg.dpo_beta,
+        label_smoothing=cfg.dpo_label_smoothing,
+        weights=w,
+    )
+    m["dpo/margin"] = m.pop("dpo/reward_margin")
+    m["loss"] = loss
+    return loss, m
 
 
 def value_forward(value_head: dict[str, Array], hidden: Array) -> Array:
@@ -232,10 +324,11 @@ def make_update_fn(
     convention). ``optimizer`` must accept the ``loss=`` extra argument
     (:func:`jaxrl_reason.train.optim.build_optimizer`), which skips non-finite updates.
 
-    ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces the RL loss
-    (:func:`rl_loss`); the online PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through
-    the same
-    accumulation, clipping and non-finite guard this way (``value_head`` is then ``None``).
+    The loss is ``cfg.objective``'s: :func:`rl_loss`, :func:`sft_objective_loss` or
+    :func:`dpo_objective_loss`.
+    ``loss_fn(model, micro_batch) -> (loss, metrics with "loss")`` replaces it; the online
+    PRM (:mod:`jaxrl_reason.train.implicit_prm`) trains through the same accumulation,
+    clipping and non-finite guard this way (``value_head`` is then ``None``).
     """
 
     def micro_loss(trainable, mb):
@@ -243,6 +336,10 @@ def make_update_fn(
         model = nnx.merge(graphdef, params)
         if loss_fn is not None:
             return loss_fn(model, mb)
+        if cfg.objective == "sft":
+            return sft_objective_loss(model, mb, cfg)
+        if cfg.objective == "dpo":
+            return dpo_objective_loss(model, mb, cfg)
         return rl_loss(model, vh if with_value_head else None, mb, cfg)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -224,7 +225,13 @@ def test_every_runnable_config_trains_one_step_with_tiny_debug(path, tmp_path):
     if raw.rollout.get("strategy", "group") not in strategies.strategy_names():
         pytest.skip(f"rollout.strategy={raw.rollout.strategy!r} is not built yet")
     rows = run_experiment(load_config(path, TINY + _data_overrides(path)), str(tmp_path))
-    assert len(rows) == 1 and np.isfinite(rows[0]["loss"])
+    assert len(rows) == 1
+    if rows[0].get("star/skipped") or rows[0].get("dpo/skipped"):
+        # The random model verifies nothing: STaR keeps no row and DPO finds no pair, so the
+        # step runs no update (the tests above run both with a stand-in verifier).
+        assert "loss" not in rows[0] and rows[0].get("star/kept", 0) == rows[0].get("dpo/pairs", 0)
+    else:
+        assert np.isfinite(rows[0]["loss"])
 
 
 def test_multiturn_runs_are_evaluated_on_held_out_episodes(tmp_path):
@@ -277,3 +284,116 @@ def test_episode_tree_settings_are_validated(overrides, message):
     load_config(path)  # the shipped config is valid
     with pytest.raises(ConfigError, match=message):
         load_config(path, overrides)
+
+
+# -- self-training and preference objectives (algo.objective = "sft" / "dpo") ----------------
+
+HINT = "(The answer is"
+
+
+def _fake_verifier(rule):
+    """A verifier that marks rows by ``rule(row_index, example)`` (the random model never
+    answers right, so the kept / paired rows are chosen here)."""
+
+    def verify_batch(responses, examples):
+        return np.array([float(rule(i, ex)) for i, ex in enumerate(examples)], np.float32)
+
+    return verify_batch
+
+
+def _one_step(cfg, tmp_path, rule):
+    from jaxrl_reason.train.loop import Trainer
+
+    trainer = Trainer(cfg, str(tmp_path))
+    trainer.train_task.verify_batch = _fake_verifier(rule)  # the scorer's task too
+    seen = []
+    apply = trainer._apply_update
+    trainer._apply_update = lambda mb: (seen.append(mb), apply(mb))[1]
+    before = jax.device_get(trainer.state["params"])
+    try:
+        m = trainer.train_step()
+    finally:
+        trainer.ckpt.close()
+    after = jax.device_get(trainer.state["params"])
+    moved = any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    )
+    return trainer, m, seen, moved
+
+
+def test_star_config_runs_one_step_on_tiny_debug_with_rationalisation(tmp_path):
+    """Row 0 is verified (group 0 kept), group 1 fails and is re-sampled with the hint; both
+    hinted samples verify, so 3 rows are trained on, the 2 rationalisations under group 1's
+    hint-free prompt."""
+    cfg = load_config(os.path.join(CONFIGS, "smollm2_arith_chain_star.py"), TINY)
+    trainer, m, seen, moved = _one_step(cfg, tmp_path, lambda i, ex: i == 0 or HINT in ex.prompt)
+    assert m["star/kept"] == 3 and m["star/rationalized"] == 2 and m["star/failed_prompts"] == 1
+    assert m["star/skipped"] == 0.0 and moved
+    for k in ("loss", "actor/sft_loss", "grad_norm", "actor/entropy"):
+        assert np.isfinite(m[k]), k
+    assert m["loss"] == pytest.approx(m["actor/sft_loss"]) and m["loss"] > 0
+    assert len(seen) == 1 and seen[0]["sft_mask"].any(-1).sum() == 3
+    prompts = trainer.tokenizer.batch_decode(seen[0]["prompt_tokens"], skip_special_tokens=True)
+    assert not any(HINT in p for p in prompts)
+    traj = trainer.last_trajectories
+    assert np.all(np.asarray(traj.advantages) == 0.0)  # no estimator ran
+    # The rationalisation's samples count against the generation budget.
+    assert m["rollout/decoded_tokens"] == traj.lengths.sum() + m["star/decoded_tokens"] > 0
+
+
+def test_star_step_without_a_verified_sample_runs_no_update(tmp_path):
+    cfg = load_config(
+        os.path.join(CONFIGS, "smollm2_arith_chain_star.py"),
+        [*TINY, "--config.star.rationalize=False"],
+    )
+    _, m, seen, moved = _one_step(cfg, tmp_path, lambda i, ex: False)
+    assert m["star/kept"] == 0 and m["star/skipped"] == 1.0
+    assert seen == [] and not moved and "loss" not in m
+
+
+@pytest.mark.parametrize("source", ["self", pytest.param("file", marks=pytest.mark.slow)])
+def test_dpo_config_runs_one_step_on_tiny_debug(source, tmp_path):
+    """Each group of two is [verified, refuted]: two pairs (or two file pairs); at step 0 the
+    policy is the reference, so h = 0 and the loss is log 2."""
+    import json
+
+    extra = []
+    if source == "file":
+        path = tmp_path / "pairs.jsonl"
+        path.write_text(
+            "\n".join(
+                json.dumps({"prompt": f"Start with {i}.", "chosen": f"#### {i}", "rejected": "x"})
+                for i in range(3)
+            )
+        )
+        extra = ["--config.dpo.pairs=file", f"--config.dpo.pairs_path={path}"]
+    cfg = load_config(os.path.join(CONFIGS, "smollm2_arith_chain_dpo.py"), [*TINY, *extra])
+    trainer, m, seen, moved = _one_step(cfg, tmp_path / "run", lambda i, ex: i % 2 == 0)
+    assert m["dpo/pairs"] == 2 and m["dpo/skipped"] == 0.0 and moved
+    for k in ("loss", "dpo/accuracy", "dpo/margin", "grad_norm"):
+        assert np.isfinite(m[k]), k
+    assert m["loss"] == pytest.approx(np.log(2.0), abs=1e-4)
+    assert m["dpo/margin"] == pytest.approx(0.0, abs=1e-4)
+    assert len(seen) == 1 and seen[0]["pair_weight"].tolist() == [1.0] * 4
+    if source == "self":  # chosen rows are the verified ones: even rows of the batch
+        traj = trainer.last_trajectories
+        chosen = seen[0]["response"][0::2]
+        assert all(any(np.array_equal(c, traj.tokens[r]) for r in (0, 2)) for c in chosen)
+
+
+def test_sft_coef_adds_the_nll_of_verified_rows_to_an_rl_step(tmp_path):
+    """algo.sft_coef > 0 in an RL run: the update batch carries the loss mask of the verified
+    rows as sft_mask and logs actor/sft_loss next to the policy loss."""
+    cfg = load_config(
+        os.path.join(CONFIGS, "smollm2_arith_chain_grpo.py"), [*TINY, "--config.algo.sft_coef=0.5"]
+    )
+    trainer, m, seen, moved = _one_step(cfg, tmp_path, lambda i, ex: i == 1)
+    traj = trainer.last_trajectories
+    assert np.isfinite(m["actor/sft_loss"]) and m["actor/sft_loss"] > 0 and moved
+    assert np.isfinite(m["actor/pg_loss"]) and np.any(np.asarray(traj.advantages) != 0)
+    (mb,) = seen
+    rows = mb["sft_mask"].any(-1)
+    assert rows.sum() == 1  # one verified row of four
+    np.testing.assert_array_equal(mb["response"][rows][0], traj.tokens[1])
+    np.testing.assert_array_equal(mb["sft_mask"][rows][0], traj.loss_mask[1])
