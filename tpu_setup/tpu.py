@@ -188,7 +188,11 @@ class Tpu:
         """Start ``python -m MODULE ARGS`` on every worker, detached, logging to a file.
 
         ``JAXRL_DISTRIBUTED=1`` makes the script call ``jax.distributed.initialize()`` on a
-        multi-host slice. Use a ``gs://`` workdir so every worker sees the same checkpoints.
+        multi-host slice (``parallel.maybe_initialize_distributed``, the first thing
+        ``experiments.train`` does; the TPU runtime supplies the coordinator). The same entry
+        point, started as 2 CPU processes with an explicit coordinator, is what
+        ``tests/parallel/test_multihost_loop.py`` trains, resumes and checks against one
+        process. Use a ``gs://`` workdir so every worker sees the same checkpoints.
         """
         env = "JAXRL_DISTRIBUTED=1 " if self.workers > 1 else ""
         run = (

@@ -5,6 +5,7 @@ from jaxrl_reason.parallel.distributed import (
     maybe_initialize_distributed,
     multihost_launch_detected,
 )
+from jaxrl_reason.parallel.host import host_tree, to_global, to_host
 from jaxrl_reason.parallel.mesh import (
     MESH_AXES,
     MeshConfigError,
@@ -33,6 +34,7 @@ __all__ = [
     "abstract_with_shardings",
     "batch_spec",
     "global_batch",
+    "host_tree",
     "is_main_process",
     "logical_to_spec",
     "make_mesh",
@@ -45,5 +47,7 @@ __all__ = [
     "shardings_for",
     "shardings_of",
     "split_logical",
+    "to_global",
+    "to_host",
     "with_logical_constraint",
 ]

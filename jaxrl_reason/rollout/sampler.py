@@ -657,16 +657,15 @@ def sample_on_mesh(
 
     Returns:
       A :class:`Rollout` (``B * n`` rows); XLA picks the layout of its
-      device arrays (``np.asarray`` gathers them).
+      device arrays (``parallel.to_host`` gathers them, from every host of a multi-host run).
     """
+    from jaxrl_reason.parallel.host import to_global
     from jaxrl_reason.parallel.sharding import DEFAULT_RULES
     from jaxrl_reason.parallel.train_step import batch_sharding, shard_model
 
     rules = DEFAULT_RULES if rules is None else rules
     shard_model(model, mesh, rules)
     rows = batch_sharding(mesh, rules, batch_size=int(np.shape(prompt_tokens)[0]))
-    # Every process holds the same prompts, so a device_put onto the global sharding is
-    # consistent across hosts (each keeps its own rows).
-    return sample(
-        model, prompt_tokens, prompt_mask, key, cfg, place=lambda x: jax.device_put(x, rows)
-    )
+    # Every process holds the same prompts and keys, so each builds its own rows of the
+    # global inputs (to_global; a plain device_put onto a mesh spanning hosts is refused).
+    return sample(model, prompt_tokens, prompt_mask, key, cfg, place=lambda x: to_global(x, rows))

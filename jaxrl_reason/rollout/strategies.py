@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from jaxrl_reason.parallel.host import host_tree
 from jaxrl_reason.rollout.chat import chat_prompt_ids, decode_responses, stop_token_ids
 from jaxrl_reason.rollout.sampler import SamplingConfig, left_pad, sample
 from jaxrl_reason.rollout.steps import response_segment_ids
@@ -149,7 +150,8 @@ class GroupStrategy(RolloutStrategy):
         s = self.settings
         tokens, mask = self.prompt_batch(examples)
         fn = s.sample_fn or sample
-        ro = jax.tree.map(np.asarray, fn(policy, tokens, mask, key, s.sampling))
+        # to_host: on a mesh spanning several hosts the rows are spread over all of them.
+        ro = host_tree(fn(policy, tokens, mask, key, s.sampling))
         resp_mask = ro.response_mask.astype(bool)
         # The same budget numbers the tree strategy reports, so that runs of both compare at
         # equal generated tokens: i.i.d. samples share nothing but the prompt.

@@ -41,6 +41,7 @@ from flax import nnx
 from jaxrl_reason import credit, kernels
 from jaxrl_reason.data.build import build_task
 from jaxrl_reason.models.build import build_model
+from jaxrl_reason.parallel.host import host_tree, to_global, to_host
 from jaxrl_reason.rollout.trajectories import Trajectories
 from jaxrl_reason.train import implicit_prm as prm_lib
 from jaxrl_reason.train import phases
@@ -148,7 +149,8 @@ class Trainer:
         self.state, self.shardings = pts.shard_train_state(
             params, value_head, self.optimizer.tx, self.mesh
         )
-        self.rest = jax.device_put(self.rest, NamedSharding(self.mesh, PartitionSpec()))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.rest = jax.tree.map(lambda x: to_global(x, replicated), self.rest)
         self._batch_spec = pts.batch_sharding(self.mesh).spec
         # The reference policy is the model as configured, copied before any restore (the
         # train state's buffers are donated at every update, and a resumed run must keep the
@@ -351,7 +353,7 @@ class Trainer:
 
     def _self_certainty(self, traj: Trajectories) -> np.ndarray:
         """Mean self-certainty of each row under the current policy, ``float32[B]``."""
-        return np.asarray(
+        return to_host(
             self._self_certainty_fn(self.state["params"], self.rest, self._model_batch(traj))
         )
 
@@ -370,17 +372,6 @@ class Trainer:
             temperature=float(j.temperature),
             max_new_tokens=int(j.max_new_tokens),
         )
-
-    def _host_rows(self, mb: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """This host's contiguous share of a mini-batch's rows (multi-host runs)."""
-        n, i = jax.process_count(), jax.process_index()
-        rows = next(iter(mb.values())).shape[0]
-        if rows % n:
-            raise ValueError(
-                f"train.mini_batch_size={rows} must be divisible by the {n} hosts of the run"
-            )
-        k = rows // n
-        return {key: v[i * k : (i + 1) * k] for key, v in mb.items()}
 
     # -- one RL step ---------------------------------------------------------------------------
 
@@ -416,7 +407,7 @@ class Trainer:
         batch = self._model_batch(traj)
         if self.ref_params is not None and self._pair_data is None:
             traj = traj.replace(
-                ref_logprobs=np.asarray(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
+                ref_logprobs=to_host(self._ref_logprobs_fn(self.ref_params, self.rest, batch))
             )
         prm_metrics: dict[str, float] = {}
         if self.prm_online:
@@ -424,7 +415,7 @@ class Trainer:
             traj = traj.replace(process_rewards=process_rewards)
         if self.use_value_head:
             traj = traj.replace(
-                values=np.asarray(
+                values=to_host(
                     self._values_fn(
                         self.state["params"], self.rest, self.state["value_head"], batch
                     )
@@ -571,15 +562,14 @@ class Trainer:
         return traj, scored, examples, metrics
 
     def _place_batch(self, mb: dict[str, np.ndarray]) -> dict[str, Array]:
-        """A host mini-batch on the mesh, rows over the batch axes (this host's share of a
-        global batch on several hosts)."""
+        """A host mini-batch on the mesh, rows over the batch axes. Every host holds the whole
+        mini-batch (the same data, keys and rollouts), so on several hosts each builds the
+        rows its own devices hold (:func:`jaxrl_reason.parallel.to_global`), whatever the
+        mesh's device order."""
         from jax.sharding import NamedSharding
 
-        from jaxrl_reason.parallel import global_batch
-
-        if jax.process_count() == 1:
-            return jax.device_put(mb, NamedSharding(self.mesh, self._batch_spec))
-        return global_batch(self._host_rows(mb), self.mesh, self._batch_spec)
+        rows = NamedSharding(self.mesh, self._batch_spec)
+        return {k: to_global(v, rows) for k, v in mb.items()}
 
     def _prm_rewards(self, traj: Trajectories) -> np.ndarray:
         """The current PRM's token rewards ``implicit_prm.beta * (log pi_prm - log pi_ref)``,
@@ -590,7 +580,7 @@ class Trainer:
         rewards = prm_lib.prm_token_rewards(
             logp, traj.ref_logprobs, traj.loss_mask, beta=float(self.config.implicit_prm.beta)
         )
-        return np.asarray(rewards, np.float32)
+        return to_host(rewards).astype(np.float32)
 
     def _prm_phase(
         self, traj: Trajectories, correct: np.ndarray, step: int
@@ -631,7 +621,7 @@ class Trainer:
             acc.append(m)
         if cfg.implicit_prm.update_order == "before":
             rewards = self._prm_rewards(traj)
-        acc = jax.device_get(acc)
+        acc = host_tree(acc)
         metrics = {
             "prm/loss": float(np.mean([m["loss"] for m in acc])),
             "prm/accuracy": float(np.mean([m["accuracy"] for m in acc])),
@@ -663,7 +653,7 @@ class Trainer:
                 metrics_acc.append(
                     self._apply_update(phases.update_batch(traj, rows, sft_rows=sft_rows))
                 )
-        return jax.device_get(metrics_acc)
+        return host_tree(metrics_acc)
 
     def _apply_update(self, host_batch: dict[str, np.ndarray]) -> dict[str, Array]:
         """One jitted, donated update of the policy's train state on a host mini-batch."""
@@ -738,7 +728,7 @@ class Trainer:
             )
             for mb in selftrain.sft_minibatches(rows, cfg.train.mini_batch_size, rng):
                 acc.append(self._apply_update(mb))
-        return jax.device_get(acc), metrics
+        return host_tree(acc), metrics
 
     def _dpo_phase(
         self, traj: Trajectories, scored: phases.Scored, step: int
@@ -792,7 +782,7 @@ class Trainer:
             )
             for mb in selftrain.dpo_minibatches(data, pairs, cfg.train.mini_batch_size, rng):
                 acc.append(self._apply_update(mb))
-        return jax.device_get(acc), metrics
+        return host_tree(acc), metrics
 
     def _credit_metrics(self, traj: Trajectories, scored: phases.Scored) -> dict[str, float]:
         """``credit/first_error_hit``, ``credit/first_error_n``, ``credit/first_error_tied``
@@ -844,10 +834,7 @@ class Trainer:
         for k in metrics_acc[0] if metrics_acc else ():
             out[k] = float(np.mean([m[k] for m in metrics_acc]))
         out.update(
-            {
-                k: float(v)
-                for k, v in jax.device_get(nonfinite_stats(self.state["opt_state"])).items()
-            }
+            {k: float(v) for k, v in host_tree(nonfinite_stats(self.state["opt_state"])).items()}
         )
         mask = np.asarray(traj.loss_mask)
         n_tokens = float(mask.sum())
@@ -978,11 +965,19 @@ class Trainer:
 
     def export(self, path: str | None = None) -> str:
         """Writes the current policy as a Hugging Face checkpoint (config.json + safetensors +
-        tokenizer) that :func:`jaxrl_reason.models.load_pretrained` and transformers load."""
+        tokenizer) that :func:`jaxrl_reason.models.load_pretrained` and transformers load.
+        Call it on every process of a multi-host run: all gather the weights, process 0
+        writes."""
         from jaxrl_reason.models import save_pretrained
+        from jaxrl_reason.parallel import is_main_process
 
         path = path or os.path.join(self.workdir, "export")
-        save_pretrained(self.policy(), self.tokenizer, path)
+        policy = self.policy()
+        if jax.process_count() > 1:
+            # Every process gathers the weights (a collective); only process 0 writes them.
+            policy = nnx.merge(self.graphdef, host_tree(self.state["params"]), host_tree(self.rest))
+        if is_main_process():
+            save_pretrained(policy, self.tokenizer, path)
         return path
 
     def run(self, writer=None) -> list[dict[str, float]]:
@@ -1004,7 +999,13 @@ class Trainer:
         cfg = self.config
         own_writer = writer is None
         if writer is None:
-            writer = RunWriter(self.workdir, resume_step=self.step if self.step else None)
+            from jaxrl_reason.parallel import is_main_process
+
+            writer = RunWriter(
+                self.workdir,
+                is_main_process=is_main_process(),  # one writer per run, on process 0
+                resume_step=self.step if self.step else None,
+            )
         writer.write_config(cfg)
         rows = []
         bar = progress_bar(cfg.total_steps, initial=self.step)
@@ -1054,10 +1055,7 @@ class Trainer:
                         self.stopped_by_signal = stop.signal_name or "stop request"
                         break
             if finished and cfg.get("export", True):
-                from jaxrl_reason.parallel import is_main_process
-
-                if is_main_process():
-                    self.export()
+                self.export()
         finally:
             bar.close()
             self.ckpt.wait_until_finished()

@@ -1,7 +1,8 @@
 """One process of a simulated 2-host run (2 CPU devices each); see test_multiprocess.py.
 
 Launched twice with ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES=2``, ``JAX_PROCESS_ID``:
-exercises ``maybe_initialize_distributed``, ``global_batch`` from per-host data, Orbax saving
+exercises ``maybe_initialize_distributed``, ``global_batch`` from per-host data, the host
+transfers ``to_global`` / ``to_host`` of arrays spanning both hosts, Orbax saving
 and restoring sharded state from both processes onto another mesh, the cross-host agreement on
 a stop request, and that only process 0 writes run files. Prints a JSON report as its last line.
 """
@@ -65,6 +66,23 @@ def main(workdir: str) -> dict:
         params["w"].sharding.spec == P("fsdp", None)
         and len(params["w"].addressable_shards) == 2
         and not params["w"].is_fully_addressable
+    )
+
+    # The loop's two doors (parallel.to_global / to_host): every host holds the same host
+    # value, builds its own shards, and reads the whole array back (a collective).
+    rows = parallel.shardings_for({"x": full}, {"x": ("batch", None)}, mesh_fsdp)["x"]
+    g = parallel.to_global(full, rows)
+    keys = parallel.to_global(jax.random.split(jax.random.key(5), 4), rows)
+    drawn = jax.jit(jax.vmap(lambda k: jax.random.uniform(k)))(keys)
+    expected_draws = np.asarray(
+        jax.vmap(jax.random.uniform)(jax.random.split(jax.random.key(5), 4))
+    )
+    results["host_transfers"] = (
+        not g.is_fully_addressable
+        and _local_values_match(g, full)
+        and np.array_equal(parallel.to_host(g), full)
+        and np.array_equal(parallel.to_host(drawn), expected_draws)
+        and parallel.to_host(None) is None
     )
 
     # Both processes save; one asks to stop: both agree, both save step 1 and stop.

@@ -18,6 +18,7 @@ CHECKS = [
     "main_process",
     "global_batch",
     "sharded_across_hosts",
+    "host_transfers",
     "stop_agreed",
     "reshard_restore",
     "only_main_writes",

@@ -129,3 +129,21 @@ def test_multihost_detection(env, expected):
 def test_single_host_does_not_initialize():
     assert parallel.maybe_initialize_distributed({}) is False
     assert parallel.is_main_process()
+
+
+def test_host_transfers_on_one_process():
+    # One process: to_global is a sharded device_put (the single-host path is unchanged) and
+    # to_host a plain np.asarray; typed PRNG keys and None pass through to_host untouched.
+    from jax.sharding import NamedSharding
+
+    mesh = parallel.make_mesh()
+    sh = NamedSharding(mesh, P(None))
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    g = parallel.to_global(x, sh)
+    assert g.sharding == sh and g.dtype == np.float32
+    back = parallel.to_host(g)
+    assert isinstance(back, np.ndarray) and np.array_equal(back, x)
+    keys = parallel.to_global(jax.random.split(jax.random.key(1), 3), sh)
+    assert keys.sharding == sh and parallel.to_host(keys) is keys
+    tree = parallel.host_tree({"a": g, "b": None})
+    assert tree["b"] is None and np.array_equal(tree["a"], x)
