@@ -41,6 +41,7 @@ from flax import nnx
 from jaxrl_reason import credit, kernels
 from jaxrl_reason.data.build import build_task
 from jaxrl_reason.models.build import build_model
+from jaxrl_reason.models.loaders import release_loader_memo
 from jaxrl_reason.parallel.host import host_tree, to_global, to_host
 from jaxrl_reason.rollout.trajectories import Trajectories
 from jaxrl_reason.train import implicit_prm as prm_lib
@@ -131,6 +132,10 @@ class Trainer:
         self.train_task = build_task(config.task, "train")
         self.eval_task = build_task(config.task, "test")
         self.model, self.tokenizer = build_model(config.model)
+        # The loader memoises the dequantised host weights for repeated loads in one process
+        # (tests, eval); a training run holds its own copy on device, so drop the host one
+        # (measured: 0.45 GiB of the train step's peak RSS for SmolLM2-135M).
+        release_loader_memo()
         self.graphdef, params, self.rest = nnx.split(self.model, nnx.Param, ...)
         self.data = DataIterator(self.train_task, config.rollout.batch_prompts, seed=config.seed)
         # The replay / curriculum prompt buffer (curriculum.enabled), checkpointed with the
