@@ -193,6 +193,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mini_batch_size = 64
     c.train.micro_batch_size = 32
     c.train.shuffle = True
+    # What the backward pass keeps of each decoder layer: "none" (everything), "dots" (matmul
+    # outputs; elementwise work is recomputed), "full" (layer inputs only) or "auto" (full on
+    # CPU, none on GPU / TPU: train.step.resolve_remat).
+    c.train.remat = "auto"
     # > 0: stop once the sampler has generated this many tokens in all (shared tree prefixes
     # counted once; rollout/decoded_tokens_total), for comparisons at equal generation budget.
     c.train.token_budget = 0

@@ -175,6 +175,14 @@ def decoder_layer(
     return _attn_out_and_mlp(cfg, p, x, attention(q, k, v, allowed))
 
 
+#: ``Transformer.__call__(remat=...)``: the ``jax.checkpoint`` policy of each layer.
+REMAT_POLICIES = {
+    "none": lambda: None,
+    "dots": lambda: jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": lambda: jax.checkpoint_policies.nothing_saveable,
+}
+
+
 class Transformer(nnx.Module):
     """Decoder-only language model; see the module docstring and docs/contracts.md.
 
@@ -227,6 +235,7 @@ class Transformer(nnx.Module):
         cache: KVCache | None = None,
         return_hidden: bool = False,
         frozen_layers: int = 0,
+        remat: str = "none",
     ) -> Any:
         """Run the decoder.
 
@@ -245,6 +254,10 @@ class Transformer(nnx.Module):
             layers or the embedding. The layer stack runs as two scans with a stop-gradient
             between them, so the backward pass only covers the last ``L - k`` layers (what
             makes "train the last layers" cheap, not just masked). Values are unchanged.
+          remat: static; what the backward pass keeps of each layer without a cache
+            (:data:`REMAT_POLICIES`): ``"none"`` every intermediate, ``"dots"`` only matmul
+            outputs (norms, RoPE, SiLU and products are recomputed), ``"full"`` only the
+            layer's input (the whole layer is recomputed). Values are unchanged.
 
         Returns:
           ``float32 logits [B, T, V]`` (or hidden states); with a cache, a tuple
@@ -281,6 +294,11 @@ class Transformer(nnx.Module):
 
             def body(x, p):
                 return decoder_layer(cfg, p, x, cos, sin, allowed), None
+
+            if remat not in REMAT_POLICIES:
+                raise ValueError(f"remat={remat!r}; use one of {sorted(REMAT_POLICIES)}")
+            if remat != "none":
+                body = jax.checkpoint(body, policy=REMAT_POLICIES[remat]())
 
             if not 0 <= frozen_layers <= cfg.num_layers:
                 raise ValueError(

@@ -281,6 +281,18 @@ def _check_common_keys(config, num_devices):
 
 
 @register_validator
+def _check_remat(config, num_devices):
+    """``train.remat``: the per-layer rematerialisation policy of the training forward."""
+    _require(
+        config,
+        "train.remat",
+        lambda v: v in ("auto", "none", "dots", "full"),
+        "'auto', 'none', 'dots' or 'full' (what the backward pass keeps of each decoder layer)",
+        "set --config.train.remat=dots to recompute elementwise work and save memory",
+    )
+
+
+@register_validator
 def _check_model_dtypes(config, num_devices):
     """``model.dtype`` (compute: ``auto`` = bf16 on GPU / TPU, f32 on CPU) and
     ``model.param_dtype`` (storage of the master weights and the optimiser state)."""

@@ -245,6 +245,7 @@ def test_loss_config_maps_every_field():
         temperature=0.6,
         kernel_impl=None,
         frozen_layers=3,
+        remat=step_lib.resolve_remat("auto"),  # the base config's train.remat
     )
     assert got == want, {
         f.name: (getattr(got, f.name), getattr(want, f.name))
