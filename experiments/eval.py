@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--plot", action="store_true", help="also write search_plot.png (accuracy vs tokens)"
     )
+    g.add_argument(
+        "--search-chunk",
+        type=int,
+        default=8,
+        help="problems searched at once (each branch holds a KV cache; memory grows with it)",
+    )
     p.add_argument(
         "--prm",
         default=None,
@@ -148,35 +154,18 @@ def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[
             max_new_tokens=int(config.rollout.max_new_tokens),
             step_tokens=args.step_tokens,
         )
-        key = jax.random.fold_in(jax.random.key(config.seed), i)
-        if mode in ("greedy", "sample"):
-            res = search.best_of_n(exp, score_fn, examples, key, n=1)
-        elif mode == "maj":
-            res = search.best_of_n(
-                exp, score_fn, examples, key, n=args.n, vote="majority", answer_fn=answer_key
-            )
-        elif mode == "bon":
-            res = search.best_of_n(exp, score_fn, examples, key, n=args.n)
-        elif mode == "beam":
-            res = search.beam_search(
-                exp,
-                score_fn,
-                examples,
-                key,
-                beam_width=args.beam_width,
-                expansions=args.expansions,
-                max_depth=args.max_depth,
-            )
-        else:
-            res = search.mcts(
-                exp,
-                score_fn,
-                examples,
-                key,
-                simulations=args.simulations,
-                expansions=args.expansions,
-                max_depth=args.max_depth,
-            )
+        # Problems go through in chunks of --search-chunk: every branch of a chunk holds a KV
+        # cache of the whole stack (BoN over 50 problems x 4 samples at once needed > 12 GB).
+        texts, scores, tokens = [], [], 0
+        chunk = max(int(args.search_chunk), 1)
+        for c0 in range(0, len(examples), chunk):
+            part = examples[c0 : c0 + chunk]
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), i), c0)
+            res = _run_one_search(search, mode, exp, score_fn, part, key, args)
+            texts += list(res.texts)
+            scores += list(np.asarray(res.scores).tolist())
+            tokens += int(res.tokens_generated)
+        res = search.SearchResult(texts, np.asarray(scores, np.float32), tokens, np.zeros(0))
         correct = np.asarray(task.verify_batch(res.texts, examples), np.float64)
         out[mode] = {
             "accuracy": float(correct.mean()),
@@ -184,6 +173,37 @@ def run_searches(config, args, model, tokenizer, task, examples, modes) -> dict[
             "score_mean": float(np.mean(res.scores)),
         }
     return out
+
+
+def _run_one_search(search, mode, exp, score_fn, examples, key, args):
+    """One ``--search`` mode on a chunk of problems: a ``jaxrl_reason.search.SearchResult``."""
+    if mode in ("greedy", "sample"):
+        return search.best_of_n(exp, score_fn, examples, key, n=1)
+    if mode == "maj":
+        return search.best_of_n(
+            exp, score_fn, examples, key, n=args.n, vote="majority", answer_fn=answer_key
+        )
+    if mode == "bon":
+        return search.best_of_n(exp, score_fn, examples, key, n=args.n)
+    if mode == "beam":
+        return search.beam_search(
+            exp,
+            score_fn,
+            examples,
+            key,
+            beam_width=args.beam_width,
+            expansions=args.expansions,
+            max_depth=args.max_depth,
+        )
+    return search.mcts(
+        exp,
+        score_fn,
+        examples,
+        key,
+        simulations=args.simulations,
+        expansions=args.expansions,
+        max_depth=args.max_depth,
+    )
 
 
 def answer_key(text: str):
