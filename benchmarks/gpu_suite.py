@@ -36,15 +36,10 @@ import traceback
 
 
 def _time(fn, *args, repeats: int = 5) -> float:
-    import jax
+    """Median wall time of ``fn(*args)`` after a warm-up (``benchmarks.token_logprob``'s)."""
+    from benchmarks.token_logprob import _time as median_time
 
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return median_time(fn, args, repeats)
 
 
 def matmul_ceiling(m: int, dtype, repeats: int) -> float:

@@ -670,6 +670,17 @@ class Trainer:
         self.state = {**self.state, "params": params, "value_head": vh, "opt_state": opt}
         return m
 
+    def _epoch_updates(self, step: int, minibatches) -> list[dict[str, Any]]:
+        """``train.ppo_epochs`` passes of donated updates over ``minibatches(rng)`` (host
+        mini-batches; ``rng`` seeded by (seed, step, epoch), None without ``train.shuffle``)."""
+        cfg = self.config
+        acc = []
+        for epoch in range(cfg.train.ppo_epochs):
+            shuffle = cfg.train.get("shuffle", True)
+            rng = np.random.default_rng([cfg.seed, step, 1, epoch]) if shuffle else None
+            acc.extend(self._apply_update(mb) for mb in minibatches(rng))
+        return acc
+
     def _sft_phase(
         self, traj: Trajectories, scored: phases.Scored, examples, step: int, times: StepTimes
     ) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -724,15 +735,9 @@ class Trainer:
         if kept < int(cfg.star.min_correct):
             metrics["star/skipped"] = 1.0
             return [], metrics
-        acc = []
-        for epoch in range(cfg.train.ppo_epochs):
-            rng = (
-                np.random.default_rng([cfg.seed, step, 1, epoch])
-                if cfg.train.get("shuffle", True)
-                else None
-            )
-            for mb in selftrain.sft_minibatches(rows, cfg.train.mini_batch_size, rng):
-                acc.append(self._apply_update(mb))
+        acc = self._epoch_updates(
+            step, lambda rng: selftrain.sft_minibatches(rows, cfg.train.mini_batch_size, rng)
+        )
         return host_tree(acc), metrics
 
     def _dpo_phase(
@@ -773,20 +778,15 @@ class Trainer:
                 k: pd[k][rows]
                 for k in ("prompt_tokens", "prompt_mask", "response", "response_mask")
             }
-            data["ref_logprobs"] = np.asarray(
-                self._ref_logprobs_fn(self.ref_params, self.rest, data), np.float32
-            )
+            data["ref_logprobs"] = to_host(
+                self._ref_logprobs_fn(self.ref_params, self.rest, data)
+            ).astype(np.float32)
             pairs = np.arange(len(rows), dtype=np.int64).reshape(-1, 2)
         metrics = {"dpo/pairs": float(len(pairs)), "dpo/skipped": float(len(pairs) == 0)}
-        acc = []
-        for epoch in range(cfg.train.ppo_epochs):
-            rng = (
-                np.random.default_rng([cfg.seed, step, 1, epoch])
-                if cfg.train.get("shuffle", True)
-                else None
-            )
-            for mb in selftrain.dpo_minibatches(data, pairs, cfg.train.mini_batch_size, rng):
-                acc.append(self._apply_update(mb))
+        acc = self._epoch_updates(
+            step,
+            lambda rng: selftrain.dpo_minibatches(data, pairs, cfg.train.mini_batch_size, rng),
+        )
         return host_tree(acc), metrics
 
     def _credit_metrics(self, traj: Trajectories, scored: phases.Scored) -> dict[str, float]:
