@@ -15,6 +15,7 @@ them to mesh axes (``nnx.get_partition_spec`` under ``nn.logical_axis_rules``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -226,6 +227,12 @@ class Transformer(nnx.Module):
         """The stacked layer parameters as plain arrays ``{name: [L, ...]}``."""
         return {name: self.layers[name][...] for name in layer_shapes(self.config)}
 
+    def per_layer_params(self) -> list[dict[str, jax.Array]]:
+        """The layer parameters cut into ``L`` dicts ``{name: [...]}`` (copies: one buffer per
+        layer and weight), for :meth:`__call__`'s ``layers`` (the sampler's CPU decode)."""
+        stacked = self.stacked_layer_params()
+        return [{k: v[i] for k, v in stacked.items()} for i in range(self.config.num_layers)]
+
     def __call__(
         self,
         tokens: jax.Array,
@@ -236,6 +243,7 @@ class Transformer(nnx.Module):
         return_hidden: bool = False,
         frozen_layers: int = 0,
         remat: str = "none",
+        layers: Sequence[dict[str, jax.Array]] | None = None,
     ) -> Any:
         """Run the decoder.
 
@@ -258,6 +266,10 @@ class Transformer(nnx.Module):
             (:data:`REMAT_POLICIES`): ``"none"`` every intermediate, ``"dots"`` only matmul
             outputs (norms, RoPE, SiLU and products are recomputed), ``"full"`` only the
             layer's input (the whole layer is recomputed). Values are unchanged.
+          layers: with a cache only: :meth:`per_layer_params` (``L`` dicts of per-layer
+            arrays) to run the stack as an unrolled Python loop over separate buffers instead
+            of a scan over the stacked weights (XLA CPU copies a scanned layer's weight slice
+            on every call). Same values.
 
         Returns:
           ``float32 logits [B, T, V]`` (or hidden states); with a cache, a tuple
@@ -349,8 +361,18 @@ class Transformer(nnx.Module):
                 attn = attention(q, k_l.astype(dt), v_l.astype(dt), allowed)
                 return (_attn_out_and_mlp(cfg, p, x, attn), k_all, v_all), None
 
-            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-            (x, k_all, v_all), _ = jax.lax.scan(body, (x, cache.k, cache.v), (params, layer_ids))
+            if layers is not None:
+                if len(layers) != cfg.num_layers:
+                    raise ValueError(f"layers has {len(layers)} entries, not {cfg.num_layers}")
+                carry = (x, cache.k, cache.v)
+                for i, p in enumerate(layers):
+                    carry, _ = body(carry, (p, i))
+                x, k_all, v_all = carry
+            else:
+                layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+                (x, k_all, v_all), _ = jax.lax.scan(
+                    body, (x, cache.k, cache.v), (params, layer_ids)
+                )
             new_cache = KVCache(k=k_all, v=v_all, key_mask=key_mask, index=idx + T)
 
         x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)

@@ -85,6 +85,17 @@ class SamplingConfig:
       prompt_bucket: prompt-length bucketing for compile reuse. Lengths are rounded up to a
         power of two (>= 16) below ``prompt_bucket`` and to a multiple of ``prompt_bucket``
         above it. 0 disables bucketing (exact lengths; one compile per length).
+      decode_layers: how the decode loop walks the layer stack: ``"scan"`` (default: one
+        ``lax.scan`` over the stacked ``[L, ...]`` weights), ``"unrolled"`` (the weights cut
+        into per-layer arrays once per call, before the decode loop, and the layers unrolled
+        in the loop body) or ``"auto"`` (unrolled on CPU, scan elsewhere). XLA CPU copies
+        each layer's slice of the stacked weights on every step of a scan (a decode step then
+        reads every weight twice and writes it once); per-layer buffers are read in place:
+        SmolLM2 batch-1 decode on the 2-core CPU went from 33.9 to 24.4 ms per step, batch 8
+        from 69.9 to 43.8 ms (docs/performance.md), at 3-4x the compile time (2 s -> 6-8 s).
+        The two are different XLA programs, so log-probs agree to float32 rounding (3e-5 on
+        SmolLM2), not bitwise; a sampled token can flip where two tokens' cumulative
+        probabilities straddle the draw, which is why ``"scan"`` stays the default.
     """
 
     max_new_tokens: int = 32
@@ -96,8 +107,14 @@ class SamplingConfig:
     stop_token_ids: tuple[int, ...] | None = None
     pad_token_id: int | None = None
     prompt_bucket: int = 128
+    decode_layers: str = "scan"
 
     def __post_init__(self):
+        if self.decode_layers not in ("auto", "scan", "unrolled"):
+            raise ValueError(
+                f"SamplingConfig.decode_layers={self.decode_layers!r}: use 'auto', 'scan' or "
+                "'unrolled'"
+            )
         if self.stop_token_ids is not None:
             ids = self.stop_token_ids
             if isinstance(ids, int | np.integer):
@@ -360,6 +377,7 @@ class _Static(NamedTuple):
     n: int
     stop_token_ids: tuple[int, ...]
     pad_token_id: int
+    unroll_layers: bool = False
 
 
 _TRACES = 0
@@ -395,13 +413,23 @@ def stop_and_pad_ids(cfg: SamplingConfig, model_cfg: Any) -> tuple[tuple[int, ..
     return tuple(stop_ids), int(pad_id)
 
 
+def unroll_decode_layers(decode_layers: str, backend: str | None = None) -> bool:
+    """Whether the decode loop runs on per-layer weights (``SamplingConfig.decode_layers``):
+    ``"auto"`` unrolls on CPU only, where a scan over stacked weights copies each layer."""
+    if decode_layers == "auto":
+        return (backend or jax.default_backend()) == "cpu"
+    return decode_layers == "unrolled"
+
+
 def _head_logits(hidden: jax.Array, w: jax.Array) -> jax.Array:
     """float32 logits ``hidden[B, D] @ w[D, V]``: the same product the trainer's kernel uses."""
     return jnp.dot(hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "static"))
-def _generate(graphdef, state, tokens, mask, prompt_keys, temperature, top_p, *, static):
+def _generate(
+    graphdef, state, tokens, mask, prompt_keys, temperature, top_p, layers=None, *, static
+):
     """Prefill + decode. tokens int32[B, P] left-padded, mask bool[B, P], prompt_keys key[B]."""
     global _TRACES
     _TRACES += 1  # runs at trace time only: counts compiles
@@ -479,6 +507,7 @@ def _generate(graphdef, state, tokens, mask, prompt_keys, temperature, top_p, *,
             attention_mask=jnp.ones((batch, 1), bool),
             cache=cache,
             return_hidden=True,
+            layers=layers,
         )
         tok, lp = draw(_head_logits(hidden[:, 0], w), t)
         alive = ~done
@@ -603,6 +632,7 @@ def sample(
         n=int(cfg.n),
         stop_token_ids=tuple(stop_ids),
         pad_token_id=int(pad_id),
+        unroll_layers=unroll_decode_layers(cfg.decode_layers),
     )
     graphdef, state = nnx.split(model)
     put = jnp.asarray if place is None else place
@@ -614,6 +644,8 @@ def sample(
         put(_prompt_keys(key, batch)),
         jnp.float32(1.0 if cfg.greedy else cfg.temperature),
         jnp.float32(cfg.top_p),
+        # Per-layer weight buffers, cut outside the program (SamplingConfig.decode_layers).
+        model.per_layer_params() if static.unroll_layers else None,
         static=static,
     )
     n = static.n

@@ -185,6 +185,7 @@ def sampling_config(rollout_cfg: Any, tokenizer: Any, *, n: int | None = None) -
         n=int(rollout_cfg.n_samples if n is None else n),
         stop_token_ids=tuple(stop_token_ids(tokenizer)),
         prompt_bucket=int(rollout_cfg.get("prompt_bucket", 16)),
+        decode_layers=str(rollout_cfg.get("decode_layers", "scan")),
     )
 
 

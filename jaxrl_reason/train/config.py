@@ -805,6 +805,13 @@ def _check_rollout_sampling(config, num_devices):
         "in (0, 1] (1.0 = no nucleus truncation)",
     )
     _require(config, "rollout.top_k", lambda v: _is_int(v) and v >= 0, "an int >= 0 (0 = off)")
+    _require(
+        config,
+        "rollout.decode_layers",
+        lambda v: v in ("scan", "unrolled", "auto"),
+        "'scan' (default), 'unrolled' (per-layer weights; faster small-batch decode on CPU) "
+        "or 'auto' (unrolled on CPU only)",
+    )
     for key in ("rollout.n_samples", "rollout.batch_prompts"):
         _require(config, key, lambda v: _is_int(v) and v >= 1, "an int >= 1")
 

@@ -194,3 +194,36 @@ def test_input_errors(model):
             jax.random.key(0),
             SamplingConfig(max_new_tokens=600),
         )
+
+
+def test_unrolled_decode_layers_match_the_scan(model):
+    """The per-layer decode path (SamplingConfig.decode_layers) is the same model: greedy
+    tokens equal and log-probs equal to float32 rounding, for greedy and sampled draws with
+    the same keys, on a left-padded batch where each layer writes its own cache slot."""
+    tokens, mask = left_pad(PROMPTS)
+    for cfg in (GREEDY, SAMPLED):
+        scan = sample(model, tokens, mask, jax.random.key(3), cfg)
+        unrolled = sample(
+            model,
+            tokens,
+            mask,
+            jax.random.key(3),
+            SamplingConfig(**_kw(cfg, decode_layers="unrolled")),
+        )
+        np.testing.assert_array_equal(np.asarray(unrolled.tokens), np.asarray(scan.tokens))
+        np.testing.assert_allclose(
+            np.asarray(unrolled.logprobs), np.asarray(scan.logprobs), atol=1e-5, rtol=0
+        )
+
+
+def test_decode_layers_errors_and_auto(model):
+    from jaxrl_reason.models.cache import KVCache
+    from jaxrl_reason.rollout.sampler import unroll_decode_layers
+
+    with pytest.raises(ValueError, match="decode_layers='stacked'"):
+        SamplingConfig(decode_layers="stacked")
+    assert unroll_decode_layers("auto", "cpu") and not unroll_decode_layers("auto", "gpu")
+    assert unroll_decode_layers("unrolled", "gpu") and not unroll_decode_layers("scan", "cpu")
+    cache = KVCache.init(model.config, 1, 8)
+    with pytest.raises(ValueError, match="layers has 1 entries"):
+        model(jnp.ones((1, 1), jnp.int32), cache=cache, layers=model.per_layer_params()[:1])

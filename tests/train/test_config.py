@@ -229,6 +229,7 @@ TINY = f"{_REPO}/experiments/configs/tiny_debug.py"
         ("rollout.top_p=0.0", "rollout.top_p"),
         ("rollout.top_p=1.5", "rollout.top_p"),
         ("rollout.top_k=-1", "rollout.top_k"),
+        ("rollout.decode_layers=stacked", "rollout.decode_layers"),
         ("rollout.n_samples=0", "rollout.n_samples"),
         ("rollout.batch_prompts=0", "rollout.batch_prompts"),
         ("task.name=gsm8", "task.name"),
