@@ -47,6 +47,7 @@ from jaxrl_reason.rollout.sampler import (
     _model_config,
     _sample_token,
     stop_and_pad_ids,
+    unroll_decode_layers,
 )
 
 __all__ = [
@@ -347,7 +348,18 @@ class _GenStatic(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "static"))
 def _generate(
-    graphdef, state, session: Session, keys, active, offset, limit, temperature, top_p, *, static
+    graphdef,
+    state,
+    session: Session,
+    keys,
+    active,
+    offset,
+    limit,
+    temperature,
+    top_p,
+    layers=None,
+    *,
+    static,
 ):
     model = nnx.merge(graphdef, state)
     w = model.lm_head_weight()
@@ -404,6 +416,7 @@ def _generate(
             attention_mask=valid[:, None],
             cache=cache,
             return_hidden=True,
+            layers=layers,
         )
         h = hidden[:, 0]
         last = jnp.where(valid[:, None], h, last)
@@ -539,5 +552,7 @@ def generate(
         limit,
         jnp.float32(1.0 if cfg.greedy else cfg.temperature),
         jnp.float32(cfg.top_p),
+        # Per-layer weight buffers for the decode loop (SamplingConfig.decode_layers).
+        model.per_layer_params() if unroll_decode_layers(cfg.decode_layers) else None,
         static=static,
     )
