@@ -20,8 +20,10 @@ its error and the others still run):
   with random weights (24 layers, D 896, 14 / 2 heads, F 4864, V 151,936), bf16 compute on
   f32 master weights, ``--update-batch x --update-len`` tokens; MFU = ``6 P T + 12 L T S D``
   FLOPs (Kaplan et al.'s estimate with attention) / t / the measured ceiling. Goal >= 40 %.
-* ``decode batch 1``: the sampler's per-token step time on the same model (difference of two
-  generation lengths, cancelling prefill), against the floor ``stored parameter bytes / copy
+* ``decode batch 1 (scan | unrolled)``: the sampler's per-token step time on the same model
+  (difference of two generation lengths, cancelling prefill), with the decode loop scanning
+  the stacked layer weights or unrolled over per-layer copies (``rollout.decode_layers``),
+  against the floor ``stored parameter bytes / copy
   bandwidth`` (the f32 master weights: a bf16 copy for decoding would halve it). Goal <= 1.5x.
 
 Everything runs through the library's public entry points; the dry run only shrinks shapes.
@@ -177,8 +179,11 @@ def update_mfu(cfg, batch: int, length: int, flops_per_s: float, repeats: int) -
     )
 
 
-def decode_batch1(cfg, bandwidth: float, steps: int, repeats: int) -> str:
-    """Batch-1 decode step time (difference of two lengths) against the bandwidth floor."""
+def decode_batch1(
+    cfg, bandwidth: float, steps: int, repeats: int, decode_layers: str = "scan"
+) -> str:
+    """Batch-1 decode step time (difference of two lengths) against the bandwidth floor, with
+    the decode loop walking the layers as ``decode_layers`` says (``SamplingConfig``)."""
     import jax
     import numpy as np
     from flax import nnx
@@ -195,7 +200,9 @@ def decode_batch1(cfg, bandwidth: float, steps: int, repeats: int) -> str:
     mask = np.ones_like(tokens, bool)
 
     def run(r):
-        sc = SamplingConfig(max_new_tokens=r, stop_token_ids=(), temperature=1.0)
+        sc = SamplingConfig(
+            max_new_tokens=r, stop_token_ids=(), temperature=1.0, decode_layers=decode_layers
+        )
         return sample(model, tokens, mask, jax.random.key(0), sc).tokens
 
     t_short = _time(lambda: run(4), repeats=repeats)
@@ -274,10 +281,13 @@ def main(argv: list[str] | None = None) -> int:
             reps,
         ),
     )
-    attempt(
-        "decode batch 1",
-        lambda: decode_batch1(cfg, ceil["bw"], args.decode_steps or (8 if dry else 64), reps),
-    )
+    for layers in ("scan", "unrolled"):
+        attempt(
+            f"decode batch 1 ({layers})",
+            lambda layers=layers: decode_batch1(
+                cfg, ceil["bw"], args.decode_steps or (8 if dry else 64), reps, layers
+            ),
+        )
     if jax.default_backend() != "cpu":
         stats = dev.memory_stats() or {}
         rows.append(("device peak memory", f"{stats.get('peak_bytes_in_use', 0) / 2**30:.2f} GiB"))

@@ -16,7 +16,8 @@ def test_gpu_suite_dry_run_fills_every_row(capsys):
         "token_logprob reference fwd ",
         "token_logprob xla fwd+bwd",
         "policy update MFU",
-        "decode batch 1",
+        "decode batch 1 (scan)",
+        "decode batch 1 (unrolled)",
     ]
     for name in names:
         assert f"| {name}" in table, name
