@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout.chat import decode_responses, stop_token_ids
 from jaxrl_reason.rollout.sampler import SamplingConfig, left_pad, sample
 
@@ -53,7 +52,7 @@ def sample_judgements(
         prompt_bucket=int(prompt_bucket),
     )
     ro = sample(model, toks, mask, key, cfg)
-    texts = decode_responses(tokenizer, np.asarray(ro.tokens), np.asarray(ro.lengths))
+    texts = decode_responses(tokenizer, to_host(ro.tokens), to_host(ro.lengths))
     n = int(num_judgements)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 

@@ -13,17 +13,17 @@ continuation is sampled; Math-Shepherd's definition read literally, noted as an 
 the design notes). Worked example: ``K = 4``, correct continuations ``[3, 1, 0]`` give
 ``y_HE = [1, 1, 0]`` and ``y_SE = [0.75, 0.25, 0]``.
 
-Decoding (:mod:`jaxrl_reason.rollout.session`): the prompts are prefilled once; step ``k``'s
-tokens are teacher-forced into the session (:func:`~jaxrl_reason.rollout.session.extend`),
-the rows that continue are forked ``K`` times and continued
-(:func:`~jaxrl_reason.rollout.session.generate`), and the main session goes on to step
-``k + 1``: no prefix is ever prefilled twice.
+Decoding (:mod:`jaxrl_reason.rollout.session`): the prompts are prefilled once and the
+responses teacher-forced after them (:func:`~jaxrl_reason.rollout.session.extend`); each
+step prefix is then continued ``K`` times from that cache by
+:func:`jaxrl_reason.rollout.continuations.sample_continuations` (fork, rewind to the prefix,
+re-feed its last token, generate): no prefix is ever prefilled twice. The same routine
+estimates the ``vine`` strategy's step values.
 
 Keys: continuation ``j`` of step ``k`` of row ``b`` draws its ``t``-th token with
 ``fold_in(fold_in(step_key(key, b, k), j), t)``, where ``step_key = fold_in(fold_in(key, b),
 k)``, i.e. exactly the draws of ``sample(model, [prompt_b + prefix_{b,k}], [step_key], cfg
-with n = K)`` (tested). Self-contained on purpose: a ``vine`` rollout strategy estimates step
-values the same way, separately.
+with n = K)`` (tested).
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout import session as sess_lib
+from jaxrl_reason.rollout.continuations import sample_continuations
 from jaxrl_reason.rollout.sampler import SamplingConfig
 
 __all__ = ["MCLabels", "mc_step_labels", "step_key"]
@@ -99,11 +101,12 @@ def mc_step_labels(
 
     Returns: :class:`MCLabels`.
     """
-    prompt_tokens = np.asarray(prompt_tokens, np.int32)
-    prompt_mask = np.asarray(prompt_mask, bool)
-    response = np.asarray(response, np.int32)
-    seg = np.asarray(segment_id, np.int32)
-    lengths = np.asarray(lengths)
+    # to_host: inputs that are device arrays spread over several processes are gathered.
+    prompt_tokens = to_host(prompt_tokens).astype(np.int32)
+    prompt_mask = to_host(prompt_mask).astype(bool)
+    response = to_host(response).astype(np.int32)
+    seg = to_host(segment_id).astype(np.int32)
+    lengths = to_host(lengths)
     b, p = prompt_tokens.shape
     k_rep = int(num_rollouts)
     n_steps = np.where(lengths > 0, seg.max(-1) + 1, 0)  # steps per row
@@ -124,38 +127,39 @@ def mc_step_labels(
             last = min(int(n_steps[i]), num_steps) - 1
             hits[i, last] = any_hit[i, last] = o
 
-    # Column window of each step (steps beyond S are folded into S - 1 by the step ids).
-    windows = []
-    for s in range(int(min(n_steps.max(initial=0), num_steps))):
-        cols = np.flatnonzero((seg == s).any(0))
-        windows.append((int(cols.min()), int(cols.max()) + 1))
-    max_new = int(cfg.max_new_tokens)
-    budget = p + sum(hi - lo for lo, hi in windows) + max_new
-    if not windows or k_rep < 1:
+    # The states: the prefix that ends with step s of row i, for every step but the last.
+    states = [
+        (i, st, int(np.flatnonzero(seg[i] == st).max()) + 1)
+        for st in range(int(min(n_steps.max(initial=0), num_steps)))
+        for i in range(b)
+        if st < min(int(n_steps[i]), num_steps) - 1
+    ]
+    if not states or k_rep < 1:
         return MCLabels(any_hit, hits, valid, conts, cont_lens)
-    main = sess_lib.start(model, prompt_tokens, prompt_mask, max_len=budget)
-    for s, (lo, hi) in enumerate(windows):
-        mask = seg[:, lo:hi] == s
-        main = sess_lib.extend(model, main, response[:, lo:hi], mask)
-        rows = [i for i in range(b) if s < min(int(n_steps[i]), num_steps) - 1]
-        if not rows:
-            continue
-        src = np.repeat(np.asarray(rows), k_rep)
-        forked = sess_lib.fork(main, src)
-        keys = jax.numpy.stack(
-            [jax.random.fold_in(step_key(key, i, s), j) for i in rows for j in range(k_rep)]
-        )
-        _, toks, _, lens, _ = sess_lib.generate(model, forked, keys, cfg, steps=max_new)
-        toks, lens = np.asarray(toks), np.asarray(lens)
-        prefix_end = {i: int(np.flatnonzero(seg[i] == s).max()) + 1 for i in rows}
-        seqs = [
-            response[i, : prefix_end[i]].tolist() + toks[r, : lens[r]].tolist()
-            for r, i in enumerate(src.tolist())
-        ]
-        ok = np.asarray(correct_fn(src.tolist(), seqs), np.float32).reshape(len(rows), k_rep)
-        for r, i in enumerate(rows):
-            hits[i, s] = ok[r].mean()
-            any_hit[i, s] = ok[r].max()
-            conts[(i, s)] = toks[r * k_rep : (r + 1) * k_rep]
-            cont_lens[(i, s)] = lens[r * k_rep : (r + 1) * k_rep]
+    max_new = int(cfg.max_new_tokens)
+    r = response.shape[1]
+    # The library: prompt + whole response of every row, room for one re-fed token and a
+    # continuation (continuations.sample_continuations rewinds it to each prefix).
+    lib = sess_lib.start(model, prompt_tokens, prompt_mask, max_len=p + r + 1 + max_new)
+    lib = sess_lib.extend(model, lib, response, np.arange(r)[None, :] < lengths[:, None])
+    plen = prompt_mask.sum(1)
+    cont = sample_continuations(
+        model,
+        lib,
+        cfg,
+        src=[i for i, _, _ in states],
+        num_real=[plen[i] + e - 1 for i, _, e in states],
+        feed=[response[i, e - 1] for i, _, e in states],
+        state_keys=[step_key(key, i, st) for i, st, _ in states],
+        limit=[max_new] * len(states),
+        prefixes=[response[i, :e].tolist() for i, _, e in states],
+        k=k_rep,
+        steps=max_new,
+        score_fn=lambda state_of, seqs: correct_fn([states[m][0] for m in state_of], seqs),
+    )
+    for m, (i, st, _) in enumerate(states):
+        hits[i, st] = cont.scores[m].mean()
+        any_hit[i, st] = cont.scores[m].max()
+        conts[(i, st)] = cont.tokens[m * k_rep : (m + 1) * k_rep]
+        cont_lens[(i, st)] = cont.lengths[m * k_rep : (m + 1) * k_rep]
     return MCLabels(any_hit, hits, valid, conts, cont_lens)

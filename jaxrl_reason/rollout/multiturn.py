@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout import session as session_lib
 from jaxrl_reason.rollout.sampler import _prompt_keys, bucket_length, left_pad
 from jaxrl_reason.rollout.strategies import RolloutStrategy, register_strategy
@@ -249,8 +250,8 @@ def answer_probabilities(
         pos[j, 0] = p + s - 1  # the last real token before the answer (prompt's last column)
         pos[j, 1:] = p + r + np.arange(a - 1)
     graphdef, state = nnx.split(model)
-    mean_lp = np.asarray(
-        _answer_logprob(graphdef, state, seq, mask, pos, labels, lmask), np.float32
+    mean_lp = to_host(_answer_logprob(graphdef, state, seq, mask, pos, labels, lmask)).astype(
+        np.float32
     )
     for j, (i, k, _) in enumerate(queries):
         if k < num_steps:
@@ -382,7 +383,7 @@ class EnvStrategy(RolloutStrategy):
                 active=active,
                 stop_sequences=self.stop_sequences,
             )
-            gtok, glp, glen = np.asarray(gtok), np.asarray(glp), np.asarray(glen)
+            gtok, glp, glen = to_host(gtok), to_host(glp), to_host(glen)
             actions = [""] * b
             for i in np.flatnonzero(active):
                 ep = eps[i]

@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx, struct
 
 from jaxrl_reason.models import KVCache
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout.sampler import (
     SamplingConfig,
     _as_typed_keys,
@@ -102,11 +103,11 @@ class Session:
 
 def capacity(session: Session) -> int:
     """Free cache slots left (host int; reads the device index)."""
-    return session.max_len - int(session.cache.index)
+    return session.max_len - int(to_host(session.cache.index))
 
 
 def _check_capacity(session: Session, needed: int, what: str) -> None:
-    used = int(session.cache.index)
+    used = int(to_host(session.cache.index))
     if used + needed > session.max_len:
         raise ValueError(
             f"session.{what}: needs {needed} more KV-cache slots but only "

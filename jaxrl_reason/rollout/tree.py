@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout import session as ses
 from jaxrl_reason.rollout.chat import newline_token_ids
 from jaxrl_reason.rollout.sampler import (
@@ -287,7 +288,7 @@ class TreeStrategy(RolloutStrategy):
         lib = ses.fork(s0, np.repeat(np.arange(B), M))
         keys = _fold(jnp.repeat(pk, M, axis=0), np.tile(np.arange(M), B))
         lib, toks, lps, lens, fin = ses.generate(policy, lib, keys, cfg, steps=R)
-        toks, lps, lens, fin = (np.asarray(x) for x in (toks, lps, lens, fin))
+        toks, lps, lens, fin = (to_host(x) for x in (toks, lps, lens, fin))
         gens = []
         for r in range(B * M):
             ln = int(lens[r])
@@ -373,7 +374,7 @@ class TreeStrategy(RolloutStrategy):
                 active=active,
                 limit=limit,
             )
-            toks, lps, lens, fin = (np.asarray(x) for x in (toks, lps, lens, fin))
+            toks, lps, lens, fin = (to_host(x) for x in (toks, lps, lens, fin))
             base = lib.batch
             for r, b, gi, i in placed:
                 ln = int(lens[r])
@@ -483,7 +484,7 @@ class TreeStrategy(RolloutStrategy):
                 active=active,
                 limit=limit,
             )
-            toks, lps, lens, fin = (np.asarray(x) for x in (toks, lps, lens, fin))
+            toks, lps, lens, fin = (to_host(x) for x in (toks, lps, lens, fin))
             if by_steps and not last:
                 # A newline stop ends a step, not the response: the row goes on (or, at the
                 # budget, is a leaf cut by length); only an end-of-turn stop is FINISH_STOP.

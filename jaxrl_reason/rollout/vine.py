@@ -55,8 +55,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrl_reason.parallel.host import to_host
 from jaxrl_reason.rollout import session as ses
 from jaxrl_reason.rollout.chat import decode_responses
+from jaxrl_reason.rollout.continuations import continue_rows, sample_continuations
 from jaxrl_reason.rollout.sampler import _prompt_keys, bucket_length
 from jaxrl_reason.rollout.steps import spo_chain_segment_ids
 from jaxrl_reason.rollout.strategies import RolloutStrategy, register_strategy
@@ -153,54 +155,6 @@ def _fold(keys: jax.Array, data) -> jax.Array:
     return jax.vmap(jax.random.fold_in)(keys, jnp.asarray(data, jnp.uint32))
 
 
-def continue_rows(
-    policy: Any,
-    lib: ses.Session,
-    src: np.ndarray,
-    keep: np.ndarray,
-    feed: np.ndarray,
-    keys: jax.Array,
-    cfg: Any,
-    *,
-    steps: int,
-    active: np.ndarray,
-    limit: np.ndarray,
-    step_offset: np.ndarray | int = 0,
-):
-    """Decode continuations of rows of ``lib`` from a shorter prefix, from the KV cache.
-
-    Row ``r`` forks ``lib``'s row ``src[r]``, keeps its first ``keep[r] + 1`` real tokens
-    (rewinds to ``keep[r]`` and re-feeds ``feed[r]``, the token at that position, to refresh
-    the next-token state: one slot, no re-prefill), then draws at most ``limit[r]`` tokens
-    with ``fold_in(keys[r], step_offset[r] + t)``.
-
-    Args:
-      policy: the model. lib: a :class:`~jaxrl_reason.rollout.session.Session`.
-      src, keep, feed: ``int[C]`` source row, real tokens kept before the re-fed one, and the
-        re-fed token id. keys: ``key[C]``. cfg: the :class:`SamplingConfig`.
-      steps: static decode length (>= every ``limit``). active: ``bool[C]`` (False: padding
-        rows that draw nothing). limit: ``int32[C]``. step_offset: ``int32[C]`` or scalar.
-
-    Returns:
-      ``(tokens int32[C, steps], logprobs float32[C, steps], lengths int32[C],
-      finish int32[C])`` as NumPy arrays (:func:`~jaxrl_reason.rollout.session.generate`).
-    """
-    s = ses.fork(lib, src)
-    s = ses.rewind(s, np.asarray(keep, np.int32))
-    s = ses.extend(policy, s, np.asarray(feed, np.int32)[:, None], np.asarray(active)[:, None])
-    _, toks, lps, lens, fin = ses.generate(
-        policy,
-        s,
-        keys,
-        cfg,
-        steps=steps,
-        active=active,
-        limit=np.asarray(limit, np.int32),
-        step_offset=step_offset,
-    )
-    return tuple(np.asarray(x) for x in (toks, lps, lens, fin))
-
-
 @register_strategy
 class VineStrategy(RolloutStrategy):
     """Group samples plus Monte Carlo step values (module docstring).
@@ -255,7 +209,7 @@ class VineStrategy(RolloutStrategy):
         lib = ses.fork(s0, np.repeat(np.arange(B), n))
         keys = _fold(jnp.repeat(pk, n, axis=0), np.tile(np.arange(n), B))
         lib, toks, lps, lens, fin = ses.generate(policy, lib, keys, cfg, steps=R)
-        return (lib, *(np.asarray(x) for x in (toks, lps, lens, fin)))
+        return (lib, *(to_host(x) for x in (toks, lps, lens, fin)))
 
     def padded_prompts(self, examples) -> tuple[np.ndarray, ...]:
         """``(tokens, mask, tb, mb)``: the prompts and their copy left-padded to the
@@ -302,80 +256,44 @@ class VineStrategy(RolloutStrategy):
                         states.append((b, j, starts[k]))
                         fills.append([(r, k)])
 
-        # 3. K continuations per state, every state of the batch decoded together
-        t0 = time.perf_counter()
-        total = len(states) * K
-        chunk = min(vc.chunk_rows, bucket_length(max(total, 1), 1 << 30, minimum=8))
-        n_rows = -(-total // chunk) * chunk
-        src = np.zeros(n_rows, np.int64)
-        keep = np.zeros(n_rows, np.int32)
-        feed = np.zeros(n_rows, np.int32)
-        active = np.zeros(n_rows, bool)
-        limit = np.zeros(n_rows, np.int32)
-        skeys = []
-        for si, (b, j, i) in enumerate(states):
-            rows = slice(si * K, (si + 1) * K)
-            r = b * n + max(j, 0)
-            src[rows], keep[rows] = r, plen[b] + i - 1
-            feed[rows] = toks[r, i - 1] if i > 0 else tb[b, -1]
-            active[rows], limit[rows] = True, R - i
-            skeys.append(state_key(pk[b], j, i))
-        if states:
-            ckeys = _fold(
-                jnp.repeat(jnp.stack(skeys), K, axis=0), np.tile(np.arange(K), len(states))
+        # 3.-4. K continuations per state, every state of the batch decoded together, then
+        # prefix + continuation verified; V(state) = mean over its K continuations
+        def verify(state_of, seqs):
+            texts = decode_responses(
+                s.tokenizer, [np.asarray(q, np.int32) for q in seqs], [len(q) for q in seqs]
             )
-            ckeys = jnp.concatenate([ckeys, jnp.repeat(ckeys[:1], n_rows - total, axis=0)])
-        c_toks = np.zeros((n_rows, R), np.int32)
-        c_lens = np.zeros(n_rows, np.int32)
-        for lo in range(0, n_rows, chunk):
-            sl = slice(lo, lo + chunk)
-            ct, _, cl, _ = continue_rows(
-                policy,
-                lib,
-                src[sl],
-                keep[sl],
-                feed[sl],
-                ckeys[sl],
-                cfg,
-                steps=R,
-                active=active[sl],
-                limit=limit[sl],
-            )
-            c_toks[sl], c_lens[sl] = ct, cl
-        t_cont = time.perf_counter() - t0
+            return s.task.verify_batch(texts, [examples[states[m][0]] for m in state_of])
 
-        # 4. verify prefix + continuation; V(state) = mean over its K continuations
-        t0 = time.perf_counter()
-        full = np.zeros((total, 2 * R), np.int32)
-        full_len = np.zeros(total, np.int32)
-        row_ex = []
-        for si, (b, j, i) in enumerate(states):
-            r = b * n + max(j, 0)
-            for c in range(K):
-                q = si * K + c
-                cl = int(c_lens[q])
-                full[q, :i] = toks[r, :i]
-                full[q, i : i + cl] = c_toks[q, :cl]
-                full_len[q] = i + cl
-                row_ex.append(examples[b])
+        cont = sample_continuations(
+            policy,
+            lib,
+            cfg,
+            src=[b * n + max(j, 0) for b, j, _ in states],
+            num_real=[plen[b] + i - 1 for b, _, i in states],
+            feed=[toks[b * n + max(j, 0), i - 1] if i > 0 else tb[b, -1] for b, j, i in states],
+            state_keys=[state_key(pk[b], j, i) for b, j, i in states],
+            limit=[R - i for _, _, i in states],
+            prefixes=[toks[b * n + max(j, 0), :i].tolist() for b, j, i in states],
+            k=K,
+            steps=R,
+            score_fn=verify,
+            chunk_rows=vc.chunk_rows,
+        )
         values = np.zeros((B * n, S), np.float32)
         known = np.zeros((B * n, S), bool)
+        v = cont.scores.mean(-1)
         self.last_states = []
-        if states:
-            texts = decode_responses(s.tokenizer, full, full_len)
-            ok = np.asarray(s.task.verify_batch(texts, row_ex), np.float32).reshape(-1, K)
-            v = ok.mean(-1)
-            for si, (b, j, i) in enumerate(states):
-                self.last_states.append((b, j, i, float(v[si])))
-                for r, k in fills[si]:
-                    values[r, k], known[r, k] = v[si], True
-        t_verify = time.perf_counter() - t0
+        for si, (b, j, i) in enumerate(states):
+            self.last_states.append((b, j, i, float(v[si])))
+            for r, k in fills[si]:
+                values[r, k], known[r, k] = v[si], True
+        t_cont, t_verify = cont.decode_s, cont.score_s
 
-        cont_tokens = float(c_lens[:total].sum())
+        cont_tokens = float(cont.lengths.sum())
         self.last_stats = {
             "leaves": float(B * n),
             "states": float(len(states)),
-            "continuations": float(total),
+            "continuations": float(len(states) * K),
             "continuation_tokens": cont_tokens,
             "decoded_tokens": float(lens.sum()) + cont_tokens,
             "time/rollout_main_s": t_main,

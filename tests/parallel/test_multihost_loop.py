@@ -9,6 +9,9 @@ both hosts) with the tiny random model:
 - the same 2 processes resumed from that checkpoint for step 3;
 - 1 process x 8 CPU devices: steps 1-3 straight.
 
+The same three launches then run the session-based rollout strategies (``tree``, ``vine``,
+``env``) and CAPO's policy-as-judge (``test_strategies_two_processes_equal_one_process``).
+
 Checked: the 2-process metrics rows (every float except wall-clock timings) equal the
 1-process rows, step 3 included (the resumed multi-host run continues where the straight run
 goes), only process 0 wrote run files, and the exported weights agree.
@@ -34,8 +37,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DRIVER = os.path.join(HERE, "multihost_loop.py")
-CONFIG = os.path.join(REPO, "experiments", "configs", "tiny_debug.py")
+CONFIGS = os.path.join(REPO, "experiments", "configs")
+CONFIG = os.path.join(CONFIGS, "tiny_debug.py")
 TIMING_PREFIXES = ("time/", "throughput/")
+# Wall-clock metrics outside those prefixes (the env strategy's seconds in tool calls).
+TIMING_SUFFIXES = ("_time_s",)
 # (rtol, atol) for step 1 (the same program and collectives: bitwise in practice) and later.
 TOL_FIRST = (1e-6, 1e-9)
 TOL_LATER = (1e-3, 1e-5)
@@ -65,8 +71,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(workdir: str, processes: int, devices: int, *extra: str) -> None:
-    """Runs the driver as ``processes`` processes of ``devices`` CPU devices each; waits."""
+def _launch(workdir: str, processes: int, devices: int, *extra: str, args=ARGS) -> None:
+    """Runs the driver as ``processes`` processes of ``devices`` CPU devices each, with the
+    launcher arguments ``args`` then ``extra``; waits."""
     port = _free_port()  # a fresh coordinator port for every launch
     cache = os.environ.get(
         "JAXRL_REASON_JAX_CACHE",
@@ -86,7 +93,7 @@ def _launch(workdir: str, processes: int, devices: int, *extra: str) -> None:
             JAX_NUM_PROCESSES=str(processes),
             JAX_PROCESS_ID=str(pid),
         )
-        cmd = [sys.executable, DRIVER, str(devices), "--", *ARGS, f"--workdir={workdir}", *extra]
+        cmd = [sys.executable, DRIVER, str(devices), "--", *args, f"--workdir={workdir}", *extra]
         procs.append(
             subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO
@@ -108,7 +115,14 @@ def _launch(workdir: str, processes: int, devices: int, *extra: str) -> None:
 def _rows(workdir) -> list[dict]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    return [{k: v for k, v in r.items() if not k.startswith(TIMING_PREFIXES)} for r in rows]
+    return [
+        {
+            k: v
+            for k, v in r.items()
+            if not (k.startswith(TIMING_PREFIXES) or k.endswith(TIMING_SUFFIXES))
+        }
+        for r in rows
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +136,8 @@ def runs(tmp_path_factory):
     return {"two": two, "one": one, "two_before_resume": rows_before_resume}
 
 
-@pytest.mark.slow  # three launches that compile for 8 devices: minutes on one CPU core
-def test_two_processes_equal_one_process(runs):
-    two, one = _rows(runs["two"]), _rows(runs["one"])
+def _assert_rows_equal(two: list[dict], one: list[dict]) -> None:
+    """The 2-process rows equal the 1-process rows: steps 1-3, every non-timing metric."""
     assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
     for a, b in zip(two, one, strict=True):
         assert set(a) == set(b), set(a) ^ set(b)
@@ -136,6 +149,12 @@ def test_two_processes_equal_one_process(runs):
                 )
             else:
                 assert a[k] == b[k], (a["step"], k)
+
+
+@pytest.mark.slow  # three launches that compile for 8 devices: minutes on one CPU core
+def test_two_processes_equal_one_process(runs):
+    two, one = _rows(runs["two"]), _rows(runs["one"])
+    _assert_rows_equal(two, one)
     # The numbers compared are not trivially equal: the gradient and the rewards are live,
     # the policy moves (KL > 0 after the first update) and every launch evaluated.
     assert all(r["grad_norm"] > 0 and r["reward/std"] > 0 for r in two)
@@ -169,3 +188,106 @@ def test_exported_weights_agree(runs):
     # a skipped update or another data position moves weights by ~lr.
     for k in a:
         np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-4, err_msg=k)
+
+
+# The session-based rollout strategies (tree, vine, multi-turn env) and CAPO's judge on the
+# same 2 x 4 vs 1 x 8 launches: their host-side loops (branch points, step states, tool calls,
+# verdict parsing) read the decoded tokens back with parallel.to_host, and every process must
+# issue the same decode calls with the same shapes, or the collectives inside them hang. Each
+# case: steps 1-2 (a checkpoint at each step, the held-out evaluation at step 2), a resume for
+# step 3, and a straight 1-process run of steps 1-3; the tiny random model, 8 training rows,
+# one update per step.
+COMMON = [
+    "--config.model.name=tiny_debug",
+    "--config.eval_at_start=False",
+    "--config.export=False",
+    "--config.checkpoint_every=1",
+    "--config.eval_every=2",
+    "--config.eval.num_prompts=4",
+    "--config.eval.batch_prompts=4",
+    "--config.eval.n_samples=2",
+    "--config.eval.ks=(1,2)",
+    "--config.optim.trainable=all",
+    "--config.optim.learning_rate=1e-3",
+    "--config.rollout.max_new_tokens=8",
+    "--config.train.mini_batch_size=8",
+    "--config.train.micro_batch_size=8",
+    "--config.reward.weights.self_certainty=1.0",
+    "--config.loss.entropy_coef=0.01",
+]
+STRATEGY_ARGS = {
+    # EPTree: 2 chains, 1 round forking each at 1 point: 2 * (1 + 1) = 4 leaves per prompt.
+    "tree": [
+        f"--config={CONFIGS}/smollm2_arith_chain_tree_grpo.py",
+        *COMMON,
+        "--config.rollout.batch_prompts=2",
+        "--config.rollout.n_samples=4",
+        "--config.rollout.tree.fork_points=1",
+    ],
+    # VinePPO with SPO-chain cut points every 2nd low-probability token: the random model
+    # gives several states per response (the step rule's newlines it never writes).
+    "vine": [
+        f"--config={CONFIGS}/smollm2_arith_chain_vineppo.py",
+        *COMMON,
+        "--config.rollout.batch_prompts=4",
+        "--config.rollout.n_samples=2",
+        "--config.rollout.vine.k=2",
+        "--config.rollout.vine.which=spo_cut",
+        "--config.rollout.vine.interval=2",
+    ],
+    # CAPO with the policy as its generative judge (rollout.judge samples the verdicts).
+    "judge": [
+        f"--config={CONFIGS}/smollm2_arith_chain_capo.py",
+        *COMMON,
+        "--config.rollout.batch_prompts=4",
+        "--config.rollout.n_samples=2",
+        "--config.reward.step_scorer=judge",
+        "--config.judge.num_judgements=2",
+        "--config.judge.max_new_tokens=8",
+    ],
+    # Search-R1 episodes: turns of 8 tokens, observations of at most 8, 24 tokens in all.
+    "env": [
+        f"--config={CONFIGS}/smollm2_search_grpo.py",
+        *COMMON,
+        "--config.rollout.batch_prompts=4",
+        "--config.rollout.n_samples=2",
+        "--config.rollout.max_new_tokens=24",
+        "--config.rollout.env.max_turn_tokens=8",
+        "--config.rollout.env.max_obs_tokens=8",
+    ],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(STRATEGY_ARGS))
+def strategy_runs(request, tmp_path_factory):
+    args = STRATEGY_ARGS[request.param]
+    two = str(tmp_path_factory.mktemp(f"{request.param}_two"))
+    one = str(tmp_path_factory.mktemp(f"{request.param}_one"))
+    _launch(two, 2, 4, "--config.total_steps=2", args=args)
+    before = _rows(two)
+    _launch(two, 2, 4, "--config.total_steps=3", "--resume", args=args)
+    _launch(one, 1, 8, "--config.total_steps=3", args=args)
+    return request.param, _rows(two), _rows(one), before
+
+
+@pytest.mark.slow  # three launches per strategy, compiled for 8 devices: ~4 min each
+def test_strategies_two_processes_equal_one_process(strategy_runs):
+    name, two, one, before = strategy_runs
+    _assert_rows_equal(two, one)
+    assert before == two[:2]  # the resumed launch appended step 3 once
+    assert all(r["grad_norm"] > 0 and r["reward/std"] > 0 for r in two)
+    assert {r["step"] for r in two if "eval/accuracy" in r} == {2, 3}
+    # The strategy did its own work (not a fallback to i.i.d. samples).
+    for r in two:
+        if name == "tree":  # branches share their prefix: fewer decoded than leaf tokens
+            assert (
+                r["rollout/leaves"] == 8 and r["rollout/decoded_tokens"] < r["rollout/leaf_tokens"]
+            )
+        elif name == "judge":  # the random policy's verdicts abstain: nothing flagged
+            assert r["reward/judge"] == 1.0
+        elif name == "vine":  # the prompt states and later step states, K = 2 each
+            assert r["rollout/states"] > 4 and r["rollout/continuations"] == 2 * r["rollout/states"]
+        else:  # episodes of several turns, observations fed back (the random model's actions
+            # are invalid, so the observations are the env's error messages, not passages)
+            assert r["env/turns_mean"] > 1 and r["env/obs_tokens"] > 0
+            assert r["step"] == 1 or r["eval/turns_mean"] > 1  # held-out episodes, step 2+
