@@ -17,12 +17,6 @@ _cache = os.environ.get(
 if _cache != "0":
     jax.config.update("jax_compilation_cache_dir", _cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    # A size limit turns on jax's file lock around every cache read and write. Without it a
-    # write is a plain write_bytes, and another process (two test runs at once, or the two
-    # processes of a multi-host test) can read a half-written executable: XLA segfaulted
-    # deserialising one in a CI run beside a slow multi-host run. filelock comes with
-    # huggingface_hub (transformers).
-    jax.config.update("jax_compilation_cache_max_size", 8 * 2**30)
 
 # tests/mutation holds a script (run_mutations.py) that plants bugs in a copy of the repo
 # and runs other test files against them; it is not a test module.

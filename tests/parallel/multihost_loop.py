@@ -39,8 +39,6 @@ def main(argv: list[str]) -> int:
     if cache and cache != "0":
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-        # File-locked reads and writes (see tests/conftest.py): both processes share the cache.
-        jax.config.update("jax_compilation_cache_max_size", 8 * 2**30)
     from experiments import train
 
     return train.main(args)
