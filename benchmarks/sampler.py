@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "--decode-layers",
         nargs="+",
         default=["scan", "unrolled"],
-        choices=["scan", "unrolled", "auto"],
+        choices=["scan", "unrolled", "auto"],  # rollout.sampler.DECODE_LAYERS
         help="SamplingConfig.decode_layers variants, measured side by side",
     )
     args = p.parse_args(argv)

@@ -111,10 +111,6 @@ def continue_rows(
     return tuple(to_host(x) for x in (toks, lps, lens, fin))
 
 
-def _fold(keys: jax.Array, data) -> jax.Array:
-    return jax.vmap(jax.random.fold_in)(keys, jnp.asarray(data, jnp.uint32))
-
-
 def sample_continuations(
     policy: Any,
     lib: ses.Session,
@@ -176,7 +172,9 @@ def sample_continuations(
     src_r, keep_r = rows(src, np.int64), rows(num_real, np.int32)
     feed_r, limit_r = rows(feed, np.int32), rows(limit, np.int32)
     active = np.arange(n_rows) < total
-    ckeys = _fold(jnp.repeat(jnp.stack(list(state_keys)), K, axis=0), np.tile(np.arange(K), M))
+    ckeys = ses.fold_keys(
+        jnp.repeat(jnp.stack(list(state_keys)), K, axis=0), np.tile(np.arange(K), M)
+    )
     ckeys = jnp.concatenate([ckeys, jnp.repeat(ckeys[:1], pad, axis=0)])
     toks = np.zeros((n_rows, steps), np.int32)
     lens = np.zeros(n_rows, np.int32)

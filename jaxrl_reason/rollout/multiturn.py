@@ -328,7 +328,7 @@ class EnvStrategy(RolloutStrategy):
         """``key[B * n]``: ``fold_in(prompt_key[b], j)`` for row ``b * n + j`` (as ``sample``)."""
         pk = _prompt_keys(key, num_prompts)
         j = jnp.tile(jnp.arange(n, dtype=jnp.uint32), num_prompts)
-        return jax.vmap(jax.random.fold_in)(jnp.repeat(pk, n, axis=0), j)
+        return session_lib.fold_keys(jnp.repeat(pk, n, axis=0), j)
 
     @staticmethod
     def turn_keys(row_keys: jax.Array, turn: int) -> jax.Array:
@@ -432,7 +432,7 @@ class EnvStrategy(RolloutStrategy):
                 eps = [copy.deepcopy(eps[i]) for i in idx]
                 tool_errors, rows, tree = tool_errors[idx], rows[idx], tree[idx]
                 j = jnp.tile(jnp.arange(fan, dtype=jnp.uint32), b)
-                rkeys = jax.vmap(jax.random.fold_in)(rkeys[idx], j)
+                rkeys = session_lib.fold_keys(rkeys[idx], j)
                 b = b * fan
         traj = self._assemble(
             ptok, pmask, rows, states, eps, tool_errors, budget, num_steps, policy

@@ -110,10 +110,9 @@ class SamplingConfig:
     decode_layers: str = "scan"
 
     def __post_init__(self):
-        if self.decode_layers not in ("auto", "scan", "unrolled"):
+        if self.decode_layers not in DECODE_LAYERS:
             raise ValueError(
-                f"SamplingConfig.decode_layers={self.decode_layers!r}: use 'auto', 'scan' or "
-                "'unrolled'"
+                f"SamplingConfig.decode_layers={self.decode_layers!r}: use one of {DECODE_LAYERS}"
             )
         if self.stop_token_ids is not None:
             ids = self.stop_token_ids
@@ -377,7 +376,6 @@ class _Static(NamedTuple):
     n: int
     stop_token_ids: tuple[int, ...]
     pad_token_id: int
-    unroll_layers: bool = False
 
 
 _TRACES = 0
@@ -411,6 +409,10 @@ def stop_and_pad_ids(cfg: SamplingConfig, model_cfg: Any) -> tuple[tuple[int, ..
         pad_id = getattr(model_cfg, "pad_token_id", None)
         pad_id = 0 if pad_id is None else int(pad_id)
     return tuple(stop_ids), int(pad_id)
+
+
+#: ``SamplingConfig.decode_layers`` values.
+DECODE_LAYERS = ("scan", "unrolled", "auto")
 
 
 def unroll_decode_layers(decode_layers: str, backend: str | None = None) -> bool:
@@ -632,7 +634,6 @@ def sample(
         n=int(cfg.n),
         stop_token_ids=tuple(stop_ids),
         pad_token_id=int(pad_id),
-        unroll_layers=unroll_decode_layers(cfg.decode_layers),
     )
     graphdef, state = nnx.split(model)
     put = jnp.asarray if place is None else place
@@ -645,7 +646,7 @@ def sample(
         jnp.float32(1.0 if cfg.greedy else cfg.temperature),
         jnp.float32(cfg.top_p),
         # Per-layer weight buffers, cut outside the program (SamplingConfig.decode_layers).
-        model.per_layer_params() if static.unroll_layers else None,
+        model.per_layer_params() if unroll_decode_layers(cfg.decode_layers) else None,
         static=static,
     )
     n = static.n

@@ -60,6 +60,7 @@ __all__ = [
     "capacity",
     "concat",
     "extend",
+    "fold_keys",
     "fork",
     "generate",
     "rewind",
@@ -99,6 +100,13 @@ class Session:
     def max_len(self) -> int:
         """``S``, the cache's slot count."""
         return self.cache.max_len
+
+
+def fold_keys(keys: jax.Array, data) -> jax.Array:
+    """Row-wise ``fold_in(keys[r], data[r])``: ``key[B]`` and ``int[B]`` -> ``key[B]`` (the
+    per-row key schedules of the session strategies: sample, branch and continuation
+    indices)."""
+    return jax.vmap(jax.random.fold_in)(keys, jnp.asarray(data, jnp.uint32))
 
 
 def capacity(session: Session) -> int:

@@ -53,7 +53,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -245,10 +244,6 @@ def build_forest(gens: list[_Gen], num_prompts: int, n: int, width: int, nodes_p
     }
 
 
-def _fold(keys: jax.Array, data) -> jax.Array:
-    return jax.vmap(jax.random.fold_in)(keys, jnp.asarray(data, jnp.uint32))
-
-
 @register_strategy
 class TreeStrategy(RolloutStrategy):
     """Tree rollouts (EPTree or segment trees) on :mod:`rollout.session`; see the module
@@ -286,7 +281,7 @@ class TreeStrategy(RolloutStrategy):
         plen = mb.sum(1)
         s0 = ses.start(policy, tb, mb, max_len=tb.shape[1] + R * (tc.rounds + 1))
         lib = ses.fork(s0, np.repeat(np.arange(B), M))
-        keys = _fold(jnp.repeat(pk, M, axis=0), np.tile(np.arange(M), B))
+        keys = ses.fold_keys(jnp.repeat(pk, M, axis=0), np.tile(np.arange(M), B))
         lib, toks, lps, lens, fin = ses.generate(policy, lib, keys, cfg, steps=R)
         toks, lps, lens, fin = (to_host(x) for x in (toks, lps, lens, fin))
         gens = []
@@ -364,11 +359,11 @@ class TreeStrategy(RolloutStrategy):
             s = ses.rewind(s, keep)
             s = ses.extend(policy, s, feed, active[:, None])
             pkr = jnp.repeat(pk, cap, axis=0)
-            bkeys = _fold(_fold(pkr, kdata[:, 0]), kdata[:, 1])
+            bkeys = ses.fold_keys(ses.fold_keys(pkr, kdata[:, 0]), kdata[:, 1])
             s, toks, lps, lens, fin = ses.generate(
                 policy,
                 s,
-                _fold(bkeys, np.zeros(rows)),
+                ses.fold_keys(bkeys, np.zeros(rows)),
                 cfg,
                 steps=R - 1,
                 active=active,
@@ -472,9 +467,11 @@ class TreeStrategy(RolloutStrategy):
             s = ses.fork(s, src)
             pkr = jnp.repeat(pk, cap, axis=0)
             if d == 0:
-                rkeys = _fold(pkr, kdata[:, 1])
+                rkeys = ses.fold_keys(pkr, kdata[:, 1])
             else:
-                rkeys = _fold(_fold(_fold(pkr, kdata[:, 0]), kdata[:, 1]), np.zeros(rows))
+                rkeys = ses.fold_keys(
+                    ses.fold_keys(ses.fold_keys(pkr, kdata[:, 0]), kdata[:, 1]), np.zeros(rows)
+                )
             s, toks, lps, lens, fin = ses.generate(
                 policy,
                 s,

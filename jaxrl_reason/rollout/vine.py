@@ -151,10 +151,6 @@ def selected_states(num_steps: int, cfg: VineConfig) -> list[int]:
     return list(range(top))
 
 
-def _fold(keys: jax.Array, data) -> jax.Array:
-    return jax.vmap(jax.random.fold_in)(keys, jnp.asarray(data, jnp.uint32))
-
-
 @register_strategy
 class VineStrategy(RolloutStrategy):
     """Group samples plus Monte Carlo step values (module docstring).
@@ -207,7 +203,7 @@ class VineStrategy(RolloutStrategy):
         n, R, B = int(cfg.n), int(cfg.max_new_tokens), tb.shape[0]
         s0 = ses.start(policy, tb, mb, max_len=tb.shape[1] + 2 * R + 1)
         lib = ses.fork(s0, np.repeat(np.arange(B), n))
-        keys = _fold(jnp.repeat(pk, n, axis=0), np.tile(np.arange(n), B))
+        keys = ses.fold_keys(jnp.repeat(pk, n, axis=0), np.tile(np.arange(n), B))
         lib, toks, lps, lens, fin = ses.generate(policy, lib, keys, cfg, steps=R)
         return (lib, *(to_host(x) for x in (toks, lps, lens, fin)))
 

@@ -790,6 +790,8 @@ def _re_compiles(pattern: str) -> bool:
 
 @register_validator
 def _check_rollout_sampling(config, num_devices):
+    from jaxrl_reason.rollout.sampler import DECODE_LAYERS
+
     _require(
         config,
         "rollout.temperature",
@@ -808,7 +810,7 @@ def _check_rollout_sampling(config, num_devices):
     _require(
         config,
         "rollout.decode_layers",
-        lambda v: v in ("scan", "unrolled", "auto"),
+        lambda v: v in DECODE_LAYERS,
         "'scan' (default), 'unrolled' (per-layer weights; faster small-batch decode on CPU) "
         "or 'auto' (unrolled on CPU only)",
     )
