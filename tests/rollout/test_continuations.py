@@ -5,12 +5,11 @@ test_mc_labels.py."""
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxrl_reason.models import ModelConfig, Transformer
 from jaxrl_reason.rollout import SamplingConfig, left_pad
 from jaxrl_reason.rollout import session as ses
 from jaxrl_reason.rollout.continuations import sample_continuations
+from tests.rollout.tiny import scaled_tiny_model
 
 CFG = SamplingConfig(max_new_tokens=6, temperature=1.0, stop_token_ids=(), prompt_bucket=0)
 K = 3
@@ -18,13 +17,7 @@ K = 3
 
 @pytest.fixture(scope="module")
 def setup():
-    @nnx.jit
-    def make():
-        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-        m.lm_head[...] = m.lm_head[...] * 3.0
-        return m
-
-    model = make()
+    model = scaled_tiny_model(head_scale=3.0)
     ptok, pmask = left_pad([[1, 5, 6, 7], [1, 9]])
     resp = np.array([[11, 12, 13, 14], [21, 22, 23, 0]], np.int32)
     lens = np.array([4, 3])

@@ -5,11 +5,10 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxrl_reason.models import ModelConfig, Transformer
 from jaxrl_reason.rollout import SamplingConfig, left_pad, sample
 from jaxrl_reason.rollout.mc_labels import mc_step_labels, step_key
+from tests.rollout.tiny import scaled_tiny_model
 
 CFG = SamplingConfig(max_new_tokens=6, temperature=1.0, stop_token_ids=(), prompt_bucket=0)
 K = 4
@@ -17,13 +16,7 @@ K = 4
 
 @pytest.fixture(scope="module")
 def model():
-    @nnx.jit
-    def make():
-        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-        m.lm_head[...] = m.lm_head[...] * 3.0
-        return m
-
-    return make()
+    return scaled_tiny_model(head_scale=3.0)
 
 
 def _even_sum(rows, seqs):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxrl_reason.models import ModelConfig, Transformer
 from jaxrl_reason.rollout import SamplingConfig, left_pad, sample, trace_count
+from tests.rollout.tiny import scaled_tiny_model
 
 PROMPTS = [[1, 5, 6, 7], [1, 9], [3, 4, 5, 6, 7, 8, 9], [1, 200, 17]]
 
@@ -20,16 +20,7 @@ def model():
     are neither uniform nor a function of the current token alone (entropy ~3 nats, top-2
     logit gaps ~0.1-1): argmax ties cannot hide a wrong cache or wrong positions."""
 
-    @nnx.jit  # one compiled initialiser instead of dozens of eager ops
-    def make():
-        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-        for name in m.layers.keys():
-            if not name.endswith("norm"):
-                m.layers[name][...] = m.layers[name][...] * 10.0
-        m.lm_head[...] = m.lm_head[...] * 15.0
-        return m
-
-    return make()
+    return scaled_tiny_model(layer_scale=10.0, head_scale=15.0)
 
 
 def _greedy_reference(model, prompt, steps, width=32):

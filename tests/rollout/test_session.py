@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxrl_reason.models import ModelConfig, Transformer
+from jaxrl_reason.models import Transformer
 from jaxrl_reason.rollout import SamplingConfig, left_pad, sample
 from jaxrl_reason.rollout import session as ses
+from tests.rollout.tiny import scaled_tiny_model
 
 PROMPTS = [[1, 5, 6, 7], [1, 9], [3, 4, 5, 6, 7, 8, 9], [1, 200, 17]]
 STEPS = 8
@@ -28,16 +29,7 @@ def model():
     """tiny_debug with an untied head and larger weights (as in test_sampler): peaked,
     context-dependent next-token distributions, so wrong caches or positions show."""
 
-    @nnx.jit
-    def make():
-        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-        for name in m.layers.keys():
-            if not name.endswith("norm"):
-                m.layers[name][...] = m.layers[name][...] * 10.0
-        m.lm_head[...] = m.lm_head[...] * 15.0
-        return m
-
-    return make()
+    return scaled_tiny_model(layer_scale=10.0, head_scale=15.0)
 
 
 @functools.cache

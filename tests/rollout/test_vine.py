@@ -5,13 +5,12 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxrl_reason.models import ModelConfig, Transformer
 from jaxrl_reason.rollout import SamplingConfig, left_pad, sample, strategies
 from jaxrl_reason.rollout import vine as vine_mod
 from jaxrl_reason.rollout.sampler import _prompt_keys
 from jaxrl_reason.rollout.steps import spo_chain_segment_ids
+from tests.rollout.tiny import scaled_tiny_model
 
 PROMPTS = [[1, 5, 6, 7], [1, 9], [3, 4, 5, 6, 7, 8, 9]]
 R = 12
@@ -23,18 +22,9 @@ S = 8
 
 @pytest.fixture(scope="module")
 def model():
-    @nnx.jit
-    def make():
-        # Peaked distributions (as tests/rollout/test_tree.py): token draws from the session
-        # and from sample() agree exactly despite float rounding differences.
-        m = Transformer(ModelConfig.tiny_debug(tie_word_embeddings=False), rngs=nnx.Rngs(0))
-        for name in m.layers.keys():
-            if not name.endswith("norm"):
-                m.layers[name][...] = m.layers[name][...] * 10.0
-        m.lm_head[...] = m.lm_head[...] * 6.0
-        return m
-
-    return make()
+    # Peaked distributions: token draws from the session and from sample() agree exactly
+    # despite float rounding differences.
+    return scaled_tiny_model(layer_scale=10.0, head_scale=6.0)
 
 
 class _Tok:
