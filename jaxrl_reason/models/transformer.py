@@ -269,7 +269,8 @@ class Transformer(nnx.Module):
           layers: with a cache only: :meth:`per_layer_params` (``L`` dicts of per-layer
             arrays) to run the stack as an unrolled Python loop over separate buffers instead
             of a scan over the stacked weights (XLA CPU copies a scanned layer's weight slice
-            on every call). Same values.
+            on every call). The same model: values agree with the scan to float32 rounding
+            (a different XLA program), not bitwise.
 
         Returns:
           ``float32 logits [B, T, V]`` (or hidden states); with a cache, a tuple
@@ -277,6 +278,8 @@ class Transformer(nnx.Module):
         """
         cfg = self.config
         tokens = jnp.asarray(tokens)
+        if layers is not None and cache is None:
+            raise ValueError("layers= (per-layer decode weights) needs a cache=; drop it.")
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be int32[B, T], got shape {tokens.shape}.")
         B, T = tokens.shape

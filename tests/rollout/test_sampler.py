@@ -216,5 +216,7 @@ def test_decode_layers_errors_and_auto(model):
     assert unroll_decode_layers("auto", "cpu") and not unroll_decode_layers("auto", "gpu")
     assert unroll_decode_layers("unrolled", "gpu") and not unroll_decode_layers("scan", "cpu")
     cache = KVCache.init(model.config, 1, 8)
+    with pytest.raises(ValueError, match="needs a cache"):
+        model(jnp.ones((1, 1), jnp.int32), layers=model.per_layer_params())
     with pytest.raises(ValueError, match="layers has 1 entries"):
         model(jnp.ones((1, 1), jnp.int32), cache=cache, layers=model.per_layer_params()[:1])
